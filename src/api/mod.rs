@@ -1,0 +1,73 @@
+//! The HTTP API: one module per resource, thin handlers that parse input
+//! into model types, make one call into the store and shape the answer.
+
+mod catchers;
+mod health;
+mod samples;
+mod servers;
+pub mod wire;
+
+use rocket::data::{Data, ToByteUnit};
+use rocket::http::Status;
+use rocket::{Catcher, Route};
+
+use crate::error::ApiError;
+
+/// Routes mounted under `/api/v1`.
+pub fn v1_routes() -> Vec<Route> {
+    rocket::routes![
+        samples::post_sample,
+        samples::post_batch,
+        servers::list,
+        servers::load,
+        servers::delete,
+    ]
+}
+
+/// Routes mounted at `/`.
+pub fn root_routes() -> Vec<Route> {
+    rocket::routes![health::health]
+}
+
+pub fn catchers() -> Vec<Catcher> {
+    rocket::catchers![catchers::default_catcher]
+}
+
+/// Reads a whole request body, refusing one larger than `limit_bytes`
+/// with a 413 instead of truncating it.
+async fn read_body(data: Data<'_>, limit_bytes: u64) -> Result<Vec<u8>, ApiError> {
+    let body = data
+        .open(limit_bytes.bytes())
+        .into_bytes()
+        .await
+        .map_err(|err| ApiError::bad_request(format!("could not read the request body: {err}")))?;
+    if !body.is_complete() {
+        return Err(ApiError::new(
+            Status::PayloadTooLarge,
+            format!(
+                "the request body is larger than the {} KiB this endpoint accepts",
+                limit_bytes / 1024
+            ),
+        ));
+    }
+    Ok(body.into_inner())
+}
+
+/// Runs blocking database work on Rocket's blocking thread pool, never on
+/// the async executor threads.
+async fn blocking<T, F>(work: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    match rocket::tokio::task::spawn_blocking(work).await {
+        Ok(result) => Ok(result?),
+        Err(err) => {
+            log::error!("a database task failed: {err}");
+            Err(ApiError::new(
+                Status::InternalServerError,
+                "the request failed inside the daemon; see its log",
+            ))
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Servers: the list, one server's load, and deletion.
+
+use rocket::State;
+use rocket::response::status::NoContent;
+use rocket::serde::json::Json;
+
+use super::blocking;
+use super::wire::{self, LoadBody, ServerBody};
+use crate::error::ApiError;
+use crate::model::{ServerName, Timestamp};
+use crate::store::Store;
+
+#[rocket::get("/servers")]
+pub async fn list(store: &State<Store>) -> Result<Json<Vec<ServerBody>>, ApiError> {
+    let store = store.inner().clone();
+    let servers = blocking(move || store.servers()).await?;
+    Ok(Json(servers.into_iter().map(ServerBody::from).collect()))
+}
+
+#[rocket::get("/servers/<name>/load?<at>")]
+pub async fn load(
+    name: &str,
+    at: Option<&str>,
+    store: &State<Store>,
+) -> Result<Json<LoadBody>, ApiError> {
+    let server = ServerName::parse(name)?;
+    let at = match at {
+        Some(text) => wire::parse_time_param(text)?,
+        None => Timestamp::now(),
+    };
+    let store = store.inner().clone();
+    let lookup = server.clone();
+    let report = blocking(move || store.load(&lookup, at)).await?;
+    let report = report.ok_or_else(|| unknown_server(&server))?;
+    Ok(Json(LoadBody::from(&report)))
+}
+
+#[rocket::delete("/servers/<name>")]
+pub async fn delete(name: &str, store: &State<Store>) -> Result<NoContent, ApiError> {
+    let server = ServerName::parse(name)?;
+    if store.delete_server(server.clone()).await? {
+        Ok(NoContent)
+    } else {
+        Err(unknown_server(&server))
+    }
+}
+
+fn unknown_server(server: &ServerName) -> ApiError {
+    ApiError::not_found(format!(
+        "no server named {:?} has reported",
+        server.as_str()
+    ))
+}

@@ -1,0 +1,279 @@
+//! The JSON shapes of API v1: request bodies in, response bodies out, and
+//! the mapping of JSON parse errors to statuses (syntax 400, data 422).
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+
+use rocket::http::Status;
+use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::error::Category;
+
+use crate::error::ApiError;
+use crate::model::{
+    Bucket, LoadReport, MAX_BATCH_LEN, Sample, ServerName, ServerSummary, TimePolicy, Timestamp,
+    ValidationError,
+};
+
+/// A time as clients may send it: an RFC 3339 string with any offset, or a
+/// JSON number of Unix seconds (fractions allowed).
+#[derive(Debug, Clone, Copy)]
+struct WireTime(Timestamp);
+
+impl<'de> Deserialize<'de> for WireTime {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TimeVisitor;
+
+        impl Visitor<'_> for TimeVisitor {
+            type Value = WireTime;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an RFC 3339 time string or a number of Unix seconds")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<WireTime, E> {
+                Timestamp::parse_rfc3339(text)
+                    .map(WireTime)
+                    .map_err(E::custom)
+            }
+
+            fn visit_f64<E: de::Error>(self, seconds: f64) -> Result<WireTime, E> {
+                Timestamp::from_unix_seconds(seconds)
+                    .map(WireTime)
+                    .map_err(E::custom)
+            }
+
+            fn visit_i64<E: de::Error>(self, seconds: i64) -> Result<WireTime, E> {
+                self.visit_f64(seconds as f64)
+            }
+
+            fn visit_u64<E: de::Error>(self, seconds: u64) -> Result<WireTime, E> {
+                self.visit_f64(seconds as f64)
+            }
+        }
+
+        deserializer.deserialize_any(TimeVisitor)
+    }
+}
+
+/// Body of `POST /api/v1/servers/<name>/samples`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SampleBody {
+    cpu: f64,
+    ram: f64,
+    #[serde(default)]
+    time: Option<WireTime>,
+}
+
+/// One entry of `POST /api/v1/samples`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchEntry {
+    server: String,
+    cpu: f64,
+    ram: f64,
+    #[serde(default)]
+    time: Option<WireTime>,
+}
+
+impl BatchEntry {
+    fn into_sample(self, policy: &TimePolicy) -> Result<Sample, ValidationError> {
+        let server = ServerName::parse(&self.server)?;
+        Sample::parse(server, self.cpu, self.ram, self.time.map(|t| t.0), policy)
+    }
+}
+
+/// Parses and validates the body of a single-sample POST.
+pub fn parse_sample(
+    body: &[u8],
+    server: ServerName,
+    policy: &TimePolicy,
+) -> Result<Sample, ApiError> {
+    let body: SampleBody = serde_json::from_slice(body).map_err(|err| json_error(&err, ""))?;
+    Ok(Sample::parse(
+        server,
+        body.cpu,
+        body.ram,
+        body.time.map(|t| t.0),
+        policy,
+    )?)
+}
+
+/// Parses and validates a batch body: a JSON array of 1 to 10,000 entries.
+/// The error names the index of the first bad entry.
+pub fn parse_batch(body: &[u8], policy: &TimePolicy) -> Result<Vec<Sample>, ApiError> {
+    let progress = BatchProgress::default();
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed = BatchSeed {
+        policy,
+        progress: &progress,
+    }
+    .deserialize(&mut deserializer)
+    .and_then(|samples| deserializer.end().map(|()| samples));
+    let entry_prefix = || match progress.entered.get() {
+        true => format!("entry {}: ", progress.index.get()),
+        false => String::new(),
+    };
+    match parsed {
+        Ok(samples) if samples.is_empty() => Err(ApiError::unprocessable(format!(
+            "a batch must hold 1 to {MAX_BATCH_LEN} samples, got none"
+        ))),
+        Ok(samples) => Ok(samples),
+        Err(err) => match progress.refusal.take() {
+            Some(refusal) => Err(ApiError::unprocessable(format!(
+                "{}{refusal}",
+                entry_prefix()
+            ))),
+            None => Err(json_error(&err, &entry_prefix())),
+        },
+    }
+}
+
+/// Parses a time given in a query string (`?at=`), in either request form.
+pub fn parse_time_param(text: &str) -> Result<Timestamp, ApiError> {
+    let parsed = match text.parse::<f64>() {
+        Ok(seconds) => Timestamp::from_unix_seconds(seconds),
+        // A `+` of an offset arrives as a space unless sent as %2B.
+        Err(_) => Timestamp::parse_rfc3339(&text.replace(' ', "+")),
+    };
+    parsed.map_err(|err| ApiError::unprocessable(format!("query parameter `at`: {err}")))
+}
+
+/// Maps a serde_json failure: broken JSON is a 400, well-formed JSON of the
+/// wrong shape a 422.
+fn json_error(err: &serde_json::Error, prefix: &str) -> ApiError {
+    match err.classify() {
+        Category::Data => ApiError::unprocessable(format!("{prefix}{err}")),
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::new(Status::BadRequest, format!("malformed JSON: {prefix}{err}"))
+        }
+    }
+}
+
+/// Where batch parsing got to, so that an error can name its entry.
+#[derive(Default)]
+struct BatchProgress {
+    /// Whether parsing reached the inside of the array.
+    entered: Cell<bool>,
+    index: Cell<usize>,
+    /// A refusal from validation (not from JSON), kept unformatted.
+    refusal: RefCell<Option<String>>,
+}
+
+/// Deserializes and validates the batch array entry by entry, so errors come
+/// in order and a bad entry stops the parse at once.
+struct BatchSeed<'a> {
+    policy: &'a TimePolicy,
+    progress: &'a BatchProgress,
+}
+
+impl<'de> DeserializeSeed<'de> for BatchSeed<'_> {
+    type Value = Vec<Sample>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BatchSeed<'_> {
+    type Value = Vec<Sample>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array of samples")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Sample>, A::Error> {
+        self.progress.entered.set(true);
+        let mut samples = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_BATCH_LEN));
+        loop {
+            self.progress.index.set(samples.len());
+            let Some(entry) = seq.next_element::<BatchEntry>()? else {
+                return Ok(samples);
+            };
+            if samples.len() == MAX_BATCH_LEN {
+                return Err(self.refuse(format!(
+                    "a batch must hold 1 to {MAX_BATCH_LEN} samples; this one holds more"
+                )));
+            }
+            match entry.into_sample(self.policy) {
+                Ok(sample) => samples.push(sample),
+                Err(err) => return Err(self.refuse(err.to_string())),
+            }
+        }
+    }
+}
+
+impl BatchSeed<'_> {
+    fn refuse<E: de::Error>(&self, reason: String) -> E {
+        self.progress.refusal.replace(Some(reason));
+        E::custom("entry refused")
+    }
+}
+
+/// Response of `GET /api/v1/servers/<name>/load`.
+#[derive(Debug, Serialize)]
+pub struct LoadBody {
+    server: String,
+    at: String,
+    by_minute: Vec<BucketBody>,
+    by_hour: Vec<BucketBody>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BucketBody {
+    start: String,
+    cpu: Option<f64>,
+    ram: Option<f64>,
+    samples: u64,
+}
+
+impl From<&Bucket> for BucketBody {
+    fn from(bucket: &Bucket) -> Self {
+        BucketBody {
+            start: bucket.start.to_rfc3339_seconds(),
+            cpu: bucket.cpu,
+            ram: bucket.ram,
+            samples: bucket.samples,
+        }
+    }
+}
+
+impl From<&LoadReport> for LoadBody {
+    fn from(report: &LoadReport) -> Self {
+        LoadBody {
+            server: report.server.to_string(),
+            at: report.at.to_rfc3339(),
+            by_minute: report.by_minute.iter().map(BucketBody::from).collect(),
+            by_hour: report.by_hour.iter().map(BucketBody::from).collect(),
+        }
+    }
+}
+
+/// One entry of `GET /api/v1/servers`.
+#[derive(Debug, Serialize)]
+pub struct ServerBody {
+    name: String,
+    first_seen: Option<String>,
+    last_seen: Option<String>,
+    samples: u64,
+}
+
+impl From<ServerSummary> for ServerBody {
+    fn from(summary: ServerSummary) -> Self {
+        ServerBody {
+            name: summary.name,
+            first_seen: summary.first_seen.map(Timestamp::to_rfc3339),
+            last_seen: summary.last_seen.map(Timestamp::to_rfc3339),
+            samples: summary.samples,
+        }
+    }
+}
+
+/// Response of `GET /health`.
+#[derive(Debug, Serialize)]
+pub struct HealthBody {
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}

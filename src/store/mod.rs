@@ -1,0 +1,171 @@
+//! Everything that touches SQLite: opening and migrating the database, the
+//! writer thread, the read pool and the queries. Nothing here knows HTTP.
+
+mod queries;
+mod schema;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::ErrorCode;
+
+pub use schema::MIGRATIONS;
+
+use crate::model::{LoadReport, Sample, ServerName, ServerSummary, Timestamp};
+use writer::Writer;
+
+/// How long a read waits for a free pooled connection before giving up.
+const POOL_WAIT: Duration = Duration::from_secs(5);
+
+/// What `Store::open` needs to know.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    pub read_pool_size: u32,
+    pub write_queue: usize,
+}
+
+/// Why a storage operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("{0}")]
+    Setup(String),
+    #[error("migration {0} failed")]
+    Migration(String),
+    #[error(
+        "the database has schema version {found}, but this sperform knows only up to version {supported}: it was written by a newer sperform; run that version or use another database file"
+    )]
+    TooNew { found: usize, supported: usize },
+    #[error("database error: {message}")]
+    Sqlite { message: String, busy: bool },
+    #[error("no database connection free: {0}")]
+    Pool(String),
+    #[error("the write queue is full")]
+    QueueFull,
+    #[error("the writer has stopped")]
+    WriterStopped,
+}
+
+impl StoreError {
+    /// Whether trying again shortly may succeed (overload, locks), as
+    /// opposed to a fault in the database itself.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Sqlite { busy, .. } => *busy,
+            StoreError::Pool(_) | StoreError::QueueFull | StoreError::WriterStopped => true,
+            _ => false,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        let busy = matches!(
+            err.sqlite_error_code(),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+        );
+        StoreError::Sqlite {
+            message: err.to_string(),
+            busy,
+        }
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(err: r2d2::Error) -> Self {
+        StoreError::Pool(err.to_string())
+    }
+}
+
+/// The database: one writer thread plus a pool of read connections.
+/// Cheap to clone; clones share the same database.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    readers: r2d2::Pool<SqliteConnectionManager>,
+    writer: Writer,
+    schema_version: usize,
+}
+
+impl Store {
+    /// Opens the database, creating it and applying migrations as needed.
+    pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        let mut conn = schema::open_writer(&config.path)?;
+        let applied = schema::migrate(&mut conn)?;
+        for name in &applied {
+            log::info!("applied migration {name} to {}", config.path.display());
+        }
+        let manager = SqliteConnectionManager::file(&config.path).with_init(schema::init_reader);
+        let readers = r2d2::Pool::builder()
+            .max_size(config.read_pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(POOL_WAIT)
+            .build(manager)?;
+        let writer = Writer::spawn(conn, config.write_queue)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                readers,
+                writer,
+                schema_version: MIGRATIONS.len(),
+            }),
+        })
+    }
+
+    pub fn schema_version(&self) -> usize {
+        self.inner.schema_version
+    }
+
+    /// Stores all samples or none; resolves after the commit.
+    pub async fn insert(&self, samples: Vec<Sample>) -> Result<(), StoreError> {
+        self.inner.writer.insert(samples).await
+    }
+
+    /// Deletes a server with all its samples; `false` if it was unknown.
+    pub async fn delete_server(&self, server: ServerName) -> Result<bool, StoreError> {
+        self.inner.writer.delete_server(server).await
+    }
+
+    /// The minute and hour averages of `server` up to `at`, or `None` for a
+    /// server never seen. Blocks: call from a blocking thread.
+    pub fn load(
+        &self,
+        server: &ServerName,
+        at: Timestamp,
+    ) -> Result<Option<LoadReport>, StoreError> {
+        let mut conn = self.inner.readers.get()?;
+        queries::load(&mut conn, server, at)
+    }
+
+    /// Every known server, sorted by name. Blocks.
+    pub fn servers(&self) -> Result<Vec<ServerSummary>, StoreError> {
+        let conn = self.inner.readers.get()?;
+        queries::servers(&conn)
+    }
+
+    /// Checks that the writer runs and the database answers a query. Blocks.
+    pub fn check(&self) -> Result<(), StoreError> {
+        if !self.inner.writer.is_running() {
+            return Err(StoreError::WriterStopped);
+        }
+        let conn = self.inner.readers.get()?;
+        queries::ping(&conn)
+    }
+
+    /// Samples accepted but not yet committed.
+    pub fn write_queue_len(&self) -> usize {
+        self.inner.writer.queued()
+    }
+
+    /// Commits what is queued and stops the writer. Blocks.
+    pub fn close(&self) {
+        self.inner.writer.close();
+    }
+}

@@ -1,0 +1,112 @@
+//! Opening connections, their pragmas, and the schema migrations.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+use rusqlite_migration::{M, MigrationDefinitionError, Migrations};
+
+use super::StoreError;
+
+/// The migrations in `migrations/`, in order. Version N of the schema is the
+/// database after the first N of them; it is kept in `PRAGMA user_version`.
+pub const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_initial",
+    include_str!("../../migrations/0001_initial.sql"),
+)];
+
+/// How long a connection waits on a lock held by someone else (for example
+/// `sqlite3` at a prompt) before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens (creating if needed) the connection the writer thread owns.
+pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(|err| StoreError::Open {
+        path: path.display().to_string(),
+        message: err.to_string(),
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL lets readers, including a person's sqlite3, read while we write.
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Setup(format!(
+            "could not switch {} to WAL journal mode (it stays {mode})",
+            path.display()
+        )));
+    }
+    // With WAL, NORMAL loses no committed transaction when the process dies.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(conn)
+}
+
+/// Settings for each pooled read connection.
+pub fn init_reader(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "query_only", true)
+}
+
+/// Brings the schema up to date, one migration per transaction. Returns the
+/// names of the migrations applied. Refuses a database made by a newer
+/// sperform rather than guess at its layout.
+pub fn migrate(conn: &mut Connection) -> Result<Vec<&'static str>, StoreError> {
+    let steps: Vec<M<'static>> = MIGRATIONS.iter().map(|(_, sql)| M::up(sql)).collect();
+    let migrations = Migrations::new(steps);
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    // A negative version is none we ever wrote: treat it as unknown and newer.
+    let current = usize::try_from(version).unwrap_or(usize::MAX);
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::TooNew {
+            found: current,
+            supported: MIGRATIONS.len(),
+        });
+    }
+    let mut applied = Vec::new();
+    for version in current + 1..=MIGRATIONS.len() {
+        migrations
+            .to_version(conn, version)
+            .map_err(|err| match err {
+                rusqlite_migration::Error::MigrationDefinition(
+                    MigrationDefinitionError::DatabaseTooFarAhead,
+                ) => StoreError::TooNew {
+                    found: current,
+                    supported: MIGRATIONS.len(),
+                },
+                other => StoreError::Migration(format!("{}: {other}", MIGRATIONS[version - 1].0)),
+            })?;
+        applied.push(MIGRATIONS[version - 1].0);
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_migration_list_matches_the_migrations_directory() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".sql"))
+            .collect();
+        on_disk.sort();
+        let listed: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|(name, _)| format!("{name}.sql"))
+            .collect();
+        assert_eq!(on_disk, listed);
+    }
+
+    #[test]
+    fn migrations_validate_and_apply_to_an_empty_database() {
+        let steps: Vec<M<'static>> = MIGRATIONS.iter().map(|(_, sql)| M::up(sql)).collect();
+        Migrations::new(steps).validate().unwrap();
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), vec!["0001_initial"]);
+        assert!(migrate(&mut conn).unwrap().is_empty());
+    }
+}
