@@ -56,6 +56,31 @@ impl<'de> Deserialize<'de> for WireTime {
     }
 }
 
+/// Accepts `T` only when written as a JSON object. Serde's derived structs
+/// also take an array of field values (`[12.5, 40]`), which no client
+/// should rely on.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = Object<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+
+        deserializer.deserialize_map(ObjectVisitor(std::marker::PhantomData))
+    }
+}
+
 /// Body of `POST /api/v1/servers/<name>/samples`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,7 +115,8 @@ pub fn parse_sample(
     server: ServerName,
     policy: &TimePolicy,
 ) -> Result<Sample, ApiError> {
-    let body: SampleBody = serde_json::from_slice(body).map_err(|err| json_error(&err, ""))?;
+    let Object(body): Object<SampleBody> =
+        serde_json::from_slice(body).map_err(|err| json_error(&err, ""))?;
     Ok(Sample::parse(
         server,
         body.cpu,
@@ -188,7 +214,7 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
         let mut samples = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_BATCH_LEN));
         loop {
             self.progress.index.set(samples.len());
-            let Some(entry) = seq.next_element::<BatchEntry>()? else {
+            let Some(Object(entry)) = seq.next_element::<Object<BatchEntry>>()? else {
                 return Ok(samples);
             };
             if samples.len() == MAX_BATCH_LEN {

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::StoreError;
@@ -148,11 +148,13 @@ fn run(mut conn: Connection, receiver: mpsc::Receiver<Job>, queued: &AtomicUsize
 }
 
 /// Applies a group of jobs in one transaction and answers each after the
-/// commit. If the group fails, each job is retried in a transaction of its
+/// commit. Transactions begin IMMEDIATE: they take the write lock up front,
+/// waiting out the busy timeout if someone else holds it, instead of failing
+/// at once when a read snapshot cannot be upgraded. If the group fails, each job is retried in a transaction of its
 /// own, so one failing job cannot fail the others.
 fn commit_group(conn: &mut Connection, server_ids: &mut ServerIds, group: Vec<Job>) {
     let outcome = (|| -> Result<Vec<bool>, StoreError> {
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut deleted = Vec::new();
         for job in &group {
             deleted.push(apply(&tx, server_ids, job)?);
@@ -176,7 +178,7 @@ fn commit_group(conn: &mut Connection, server_ids: &mut ServerIds, group: Vec<Jo
             server_ids.clear();
             for job in group {
                 let result = (|| {
-                    let tx = conn.transaction()?;
+                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                     let deleted = apply(&tx, server_ids, &job)?;
                     tx.commit()?;
                     Ok(deleted)

@@ -1,0 +1,13 @@
+//! Integration tests: each builds the daemon on its own temporary database
+//! and talks to it through Rocket's local client (or, where a real process
+//! is needed, the compiled binaries).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod batch;
+mod buckets;
+mod errors;
+mod servers;
+mod storage;
+mod validation;

@@ -1,0 +1,218 @@
+//! The database under load, across restarts, and beside other readers.
+
+use std::time::{Duration, Instant};
+
+use rocket::futures::future::join_all;
+use rocket::http::Status;
+use rocket::local::asynchronous::Client as AsyncClient;
+use rocket::local::blocking::Client;
+use serde_json::json;
+use sperform::StartupError;
+use sperform::store::{Store, StoreError};
+
+use crate::support::{TestApp, count, error_message, figment_for, read};
+
+#[rocket::async_test]
+async fn two_hundred_concurrent_ingests_are_all_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("sperform.db");
+    let rocket = sperform::build(figment_for(&db_path)).unwrap();
+    let client = AsyncClient::untracked(rocket).await.unwrap();
+    let requests = (0..200).map(|i| {
+        let client = &client;
+        async move {
+            client
+                .post(format!("/api/v1/servers/web-{}/samples", i % 7))
+                .body(json!({"cpu": i as f64 / 2.0, "ram": 50}).to_string())
+                .dispatch()
+                .await
+                .status()
+        }
+    });
+    let statuses = join_all(requests).await;
+    assert!(
+        statuses.iter().all(|s| *s == Status::NoContent),
+        "{statuses:?}"
+    );
+    assert_eq!(count(&db_path, "SELECT count(*) FROM samples"), 200);
+    assert_eq!(count(&db_path, "SELECT count(*) FROM servers"), 7);
+    let total: u64 = client
+        .get("/api/v1/servers")
+        .dispatch()
+        .await
+        .into_json::<Vec<serde_json::Value>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|server| server["samples"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 200);
+    let sum: f64 = count(
+        &db_path,
+        "SELECT CAST(sum(cpu) * 2 AS INTEGER) FROM samples",
+    ) as f64;
+    assert_eq!(sum, (0..200).sum::<i64>() as f64);
+}
+
+#[test]
+fn data_survives_rebuilding_the_app_on_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("sperform.db");
+    {
+        let client = Client::untracked(sperform::build(figment_for(&db_path)).unwrap()).unwrap();
+        let response = client
+            .post("/api/v1/servers/web-1/samples")
+            .body(r#"{"cpu": 12.5, "ram": 40}"#)
+            .dispatch();
+        assert_eq!(response.status(), Status::NoContent);
+        drop(response);
+        client.terminate();
+    }
+    let client = Client::untracked(sperform::build(figment_for(&db_path)).unwrap()).unwrap();
+    let (status, body) = read(client.get("/api/v1/servers").dispatch());
+    assert_eq!(status, Status::Ok);
+    let servers = body.unwrap();
+    assert_eq!(servers[0]["name"], "web-1");
+    assert_eq!(servers[0]["samples"], 1);
+}
+
+#[test]
+fn a_database_from_a_newer_sperform_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("sperform.db");
+    let conn = rusqlite::Connection::open(&db_path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let error = sperform::build(figment_for(&db_path)).err().unwrap();
+    assert!(matches!(
+        error,
+        StartupError::Store(StoreError::TooNew {
+            found: 99,
+            supported: 1
+        })
+    ));
+    assert!(
+        error.to_string().contains("written by a newer sperform"),
+        "{error}"
+    );
+    // Refusing must not have touched it.
+    let conn = rusqlite::Connection::open(&db_path).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 99);
+}
+
+#[test]
+fn a_new_database_gets_the_schema_people_query() {
+    let app = TestApp::new();
+    let (status, _) = app.post(
+        "/api/v1/servers/web-1/samples",
+        r#"{"cpu": 12.5, "ram": 40, "time": "2026-11-27T19:58:03.250Z"}"#,
+    );
+    // The time may lie beyond retention when this runs; either way the schema is there.
+    assert!(status == Status::NoContent || status == Status::UnprocessableEntity);
+    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 1);
+    conn.execute("INSERT INTO servers (name) VALUES ('view-test')", [])
+        .unwrap();
+    conn.execute(
+        "INSERT INTO samples (server_id, time, cpu, ram)
+         SELECT id, 1764273483250, 12.5, 40 FROM servers WHERE name = 'view-test'",
+        [],
+    )
+    .unwrap();
+    let row: (String, String, f64, f64) = conn
+        .query_row(
+            "SELECT server, time, cpu, ram FROM samples_view WHERE server = 'view-test'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        row,
+        (
+            "view-test".into(),
+            "2025-11-27T19:58:03.250Z".into(),
+            12.5,
+            40.0
+        )
+    );
+}
+
+#[test]
+fn a_reader_holding_a_snapshot_does_not_make_ingest_fail() {
+    let app = TestApp::new();
+    let reader = rusqlite::Connection::open(&app.db_path).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let seen: i64 = reader
+        .query_row("SELECT count(*) FROM samples_view", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(seen, 0);
+    for i in 0..50 {
+        let body = json!({"cpu": i, "ram": i});
+        assert_eq!(app.post_sample("web-1", body).0, Status::NoContent);
+    }
+    // The open read transaction still sees its snapshot; a new one sees all.
+    let seen: i64 = reader
+        .query_row("SELECT count(*) FROM samples", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(seen, 0);
+    reader.execute_batch("COMMIT").unwrap();
+    assert_eq!(app.stored_samples(), 50);
+}
+
+#[rocket::async_test]
+async fn a_full_write_queue_answers_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("sperform.db");
+    let figment = figment_for(&db_path).merge(("write_queue", 10_000));
+    let client = AsyncClient::untracked(sperform::build(figment).unwrap())
+        .await
+        .unwrap();
+    // Someone else holds the write lock, so the writer cannot commit.
+    let blocker = rusqlite::Connection::open(&db_path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let one = r#"{"server":"w","cpu":1,"ram":1}"#;
+    let full_batch = format!("[{}]", vec![one; 10_000].join(","));
+    let first = client.post("/api/v1/samples").body(full_batch).dispatch();
+    let store = client.rocket().state::<Store>().unwrap().clone();
+    let waiting = async {
+        let started = Instant::now();
+        while store.write_queue_len() < 10_000 {
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "the batch never queued: {}",
+                store.write_queue_len()
+            );
+            rocket::tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let response = client
+            .post("/api/v1/servers/web-1/samples")
+            .body(r#"{"cpu": 1, "ram": 1}"#)
+            .dispatch()
+            .await;
+        assert_eq!(response.headers().get_one("Retry-After"), Some("1"));
+        let status = response.status();
+        let body: serde_json::Value = response.into_json().await.unwrap();
+        blocker.execute_batch("ROLLBACK").unwrap();
+        (status, body)
+    };
+    let (first, (status, body)) = rocket::tokio::join!(first, waiting);
+    assert_eq!(status, Status::ServiceUnavailable);
+    assert_eq!(
+        error_message(&Some(body)),
+        "the daemon is busy writing earlier samples; retry after the Retry-After delay"
+    );
+    // The queued batch went in once the lock was gone.
+    assert_eq!(first.status(), Status::NoContent);
+    assert_eq!(count(&db_path, "SELECT count(*) FROM samples"), 10_000);
+}
