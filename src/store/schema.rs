@@ -10,10 +10,16 @@ use super::StoreError;
 
 /// The migrations in `migrations/`, in order. Version N of the schema is the
 /// database after the first N of them; it is kept in `PRAGMA user_version`.
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_initial",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_initial",
+        include_str!("../../migrations/0001_initial.sql"),
+    ),
+    (
+        "0002_rollups",
+        include_str!("../../migrations/0002_rollups.sql"),
+    ),
+];
 
 /// How long a connection waits on a lock held by someone else (for example
 /// `sqlite3` at a prompt) before giving up.
@@ -106,7 +112,10 @@ mod tests {
         let steps: Vec<M<'static>> = MIGRATIONS.iter().map(|(_, sql)| M::up(sql)).collect();
         Migrations::new(steps).validate().unwrap();
         let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec!["0001_initial"]);
+        assert_eq!(
+            migrate(&mut conn).unwrap(),
+            vec!["0001_initial", "0002_rollups"]
+        );
         assert!(migrate(&mut conn).unwrap().is_empty());
     }
 }

@@ -2,7 +2,7 @@
 //! whatever has queued up in one transaction (group commit); every job hears
 //! back only after its transaction committed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use tokio::sync::oneshot;
 
 use super::StoreError;
-use crate::model::{Sample, ServerName};
+use crate::model::{HOUR_MS, MINUTE_MS, Sample, ServerName};
 
 /// Most samples one transaction takes before it commits, so that the first
 /// request of a long queue does not wait for all the rest.
@@ -150,18 +150,11 @@ fn run(mut conn: Connection, receiver: mpsc::Receiver<Job>, queued: &AtomicUsize
 /// Applies a group of jobs in one transaction and answers each after the
 /// commit. Transactions begin IMMEDIATE: they take the write lock up front,
 /// waiting out the busy timeout if someone else holds it, instead of failing
-/// at once when a read snapshot cannot be upgraded. If the group fails, each job is retried in a transaction of its
-/// own, so one failing job cannot fail the others.
+/// at once when a read snapshot cannot be upgraded. If the group fails, each
+/// job is retried in a transaction of its own, so one failing job cannot
+/// fail the others.
 fn commit_group(conn: &mut Connection, server_ids: &mut ServerIds, group: Vec<Job>) {
-    let outcome = (|| -> Result<Vec<bool>, StoreError> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut deleted = Vec::new();
-        for job in &group {
-            deleted.push(apply(&tx, server_ids, job)?);
-        }
-        tx.commit()?;
-        Ok(deleted)
-    })();
+    let outcome = apply_in_transaction(conn, server_ids, &group);
     match outcome {
         Ok(deleted) => {
             for (job, deleted) in group.into_iter().zip(deleted) {
@@ -177,12 +170,8 @@ fn commit_group(conn: &mut Connection, server_ids: &mut ServerIds, group: Vec<Jo
         Err(_) => {
             server_ids.clear();
             for job in group {
-                let result = (|| {
-                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                    let deleted = apply(&tx, server_ids, &job)?;
-                    tx.commit()?;
-                    Ok(deleted)
-                })();
+                let result = apply_in_transaction(conn, server_ids, std::slice::from_ref(&job))
+                    .map(|deleted| deleted.first().copied().unwrap_or(false));
                 if result.is_err() {
                     server_ids.clear();
                 }
@@ -192,37 +181,126 @@ fn commit_group(conn: &mut Connection, server_ids: &mut ServerIds, group: Vec<Jo
     }
 }
 
-/// Carries out one job inside `tx`; for a delete, whether the server existed.
-fn apply(tx: &Transaction<'_>, server_ids: &mut ServerIds, job: &Job) -> Result<bool, StoreError> {
-    match job {
-        Job::Insert { samples, .. } => {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO samples (server_id, time, seq, cpu, ram) VALUES (?1, ?2, 0, ?3, ?4)
-                 ON CONFLICT (server_id, time, seq) DO NOTHING",
-            )?;
-            for sample in samples {
-                let server_id = server_ids.get_or_create(tx, &sample.server)?;
-                let time = sample.time.millis();
-                if insert.execute(params![server_id, time, sample.cpu, sample.ram])? == 0 {
-                    // Another sample of this server has the same millisecond:
-                    // keep both, told apart by the next free `seq`.
-                    tx.prepare_cached(
-                        "INSERT INTO samples (server_id, time, seq, cpu, ram)
-                         SELECT ?1, ?2, MAX(seq) + 1, ?3, ?4 FROM samples
-                         WHERE server_id = ?1 AND time = ?2",
-                    )?
-                    .execute(params![server_id, time, sample.cpu, sample.ram])?;
-                }
+/// Carries out `jobs` in one transaction; for each, whether it deleted a
+/// server (always `true` for inserts).
+fn apply_in_transaction(
+    conn: &mut Connection,
+    server_ids: &mut ServerIds,
+    jobs: &[Job],
+) -> Result<Vec<bool>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut rollups = Rollups::default();
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        outcomes.push(match job {
+            Job::Insert { samples, .. } => {
+                insert_samples(&tx, server_ids, &mut rollups, samples)?;
+                true
             }
-            Ok(true)
+            Job::Delete { server, .. } => {
+                // Rollups of this server pending in memory must land before
+                // the cascade removes its rows, or they would outlive it.
+                rollups.flush(&tx)?;
+                server_ids.forget(server);
+                let removed = tx
+                    .prepare_cached("DELETE FROM servers WHERE name = ?1")?
+                    .execute([server.as_str()])?;
+                removed > 0
+            }
+        });
+    }
+    rollups.flush(&tx)?;
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+fn insert_samples(
+    tx: &Transaction<'_>,
+    server_ids: &mut ServerIds,
+    rollups: &mut Rollups,
+    samples: &[Sample],
+) -> Result<(), StoreError> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO samples (server_id, time, seq, cpu, ram) VALUES (?1, ?2, 0, ?3, ?4)
+         ON CONFLICT (server_id, time, seq) DO NOTHING",
+    )?;
+    for sample in samples {
+        let server_id = server_ids.get_or_create(tx, &sample.server)?;
+        let time = sample.time.millis();
+        if insert.execute(params![server_id, time, sample.cpu, sample.ram])? == 0 {
+            // Another sample of this server has the same millisecond: keep
+            // both, told apart by the next free `seq`.
+            tx.prepare_cached(
+                "INSERT INTO samples (server_id, time, seq, cpu, ram)
+                 SELECT ?1, ?2, MAX(seq) + 1, ?3, ?4 FROM samples
+                 WHERE server_id = ?1 AND time = ?2",
+            )?
+            .execute(params![server_id, time, sample.cpu, sample.ram])?;
         }
-        Job::Delete { server, .. } => {
-            server_ids.forget(server);
-            let removed = tx
-                .prepare_cached("DELETE FROM servers WHERE name = ?1")?
-                .execute([server.as_str()])?;
-            Ok(removed > 0)
+        rollups.add(server_id, sample);
+    }
+    Ok(())
+}
+
+/// Sums and counts of the samples of one transaction by server and minute
+/// or hour, added to the rollup tables in one upsert per row before commit.
+/// Kept in key order, so the upserts walk each table's pages in order.
+#[derive(Default)]
+struct Rollups {
+    minutes: BTreeMap<(i64, i64), Sums>,
+    hours: BTreeMap<(i64, i64), Sums>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Sums {
+    samples: i64,
+    cpu: f64,
+    ram: f64,
+}
+
+impl Sums {
+    fn add(&mut self, sample: &Sample) {
+        self.samples += 1;
+        self.cpu += sample.cpu;
+        self.ram += sample.ram;
+    }
+}
+
+impl Rollups {
+    fn add(&mut self, server_id: i64, sample: &Sample) {
+        let minute = sample.time.floor(MINUTE_MS).millis();
+        let hour = sample.time.floor(HOUR_MS).millis();
+        self.minutes
+            .entry((server_id, minute))
+            .or_default()
+            .add(sample);
+        self.hours.entry((server_id, hour)).or_default().add(sample);
+    }
+
+    fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        let mut minute_upsert = tx.prepare_cached(
+            "INSERT INTO minute_rollups (server_id, minute, samples, cpu_sum, ram_sum)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (server_id, minute) DO UPDATE SET
+                 samples = samples + excluded.samples,
+                 cpu_sum = cpu_sum + excluded.cpu_sum,
+                 ram_sum = ram_sum + excluded.ram_sum",
+        )?;
+        for ((server_id, minute), sums) in std::mem::take(&mut self.minutes) {
+            minute_upsert.execute(params![server_id, minute, sums.samples, sums.cpu, sums.ram])?;
         }
+        let mut hour_upsert = tx.prepare_cached(
+            "INSERT INTO hour_rollups (server_id, hour, samples, cpu_sum, ram_sum)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (server_id, hour) DO UPDATE SET
+                 samples = samples + excluded.samples,
+                 cpu_sum = cpu_sum + excluded.cpu_sum,
+                 ram_sum = ram_sum + excluded.ram_sum",
+        )?;
+        for ((server_id, hour), sums) in std::mem::take(&mut self.hours) {
+            hour_upsert.execute(params![server_id, hour, sums.samples, sums.cpu, sums.ram])?;
+        }
+        Ok(())
     }
 }
 

@@ -239,3 +239,35 @@ fn an_unreadable_at_is_refused() {
     assert_eq!(status, Status::UnprocessableEntity);
     assert!(error_message(&body).starts_with("query parameter `at`: time \"yesterday\""));
 }
+
+#[test]
+fn later_samples_in_the_minute_and_hour_of_at_are_left_out() {
+    let app = TestApp::new();
+    let base = base_hour();
+    post_at(&app, "web-1", at(base, 10 * MINUTE_MS), 10.0, 10.0);
+    post_at(
+        &app,
+        "web-1",
+        at(base, 20 * MINUTE_MS + 5 * SECOND_MS),
+        20.0,
+        20.0,
+    );
+    // Later in the same minute and later in the same hour as `at`.
+    post_at(
+        &app,
+        "web-1",
+        at(base, 20 * MINUTE_MS + 50 * SECOND_MS),
+        90.0,
+        90.0,
+    );
+    post_at(&app, "web-1", at(base, 40 * MINUTE_MS), 80.0, 80.0);
+    let report = app.load("web-1", at(base, 20 * MINUTE_MS + 30 * SECOND_MS));
+    assert_eq!(
+        filled(&report["by_minute"]),
+        vec![(49, 10.0, 10.0, 1), (59, 20.0, 20.0, 1)]
+    );
+    assert_eq!(filled(&report["by_hour"]), vec![(23, 15.0, 15.0, 2)]);
+    // Once `at` has passed them, they count.
+    let report = app.load("web-1", at(base, 59 * MINUTE_MS));
+    assert_eq!(filled(&report["by_hour"]), vec![(23, 50.0, 50.0, 4)]);
+}

@@ -8,9 +8,11 @@ use rocket::local::asynchronous::Client as AsyncClient;
 use rocket::local::blocking::Client;
 use serde_json::json;
 use sperform::StartupError;
-use sperform::store::{Store, StoreError};
+use sperform::store::{MIGRATIONS, Store, StoreError};
 
-use crate::support::{TestApp, count, error_message, figment_for, read};
+use sperform::model::{HOUR_MS, MINUTE_MS};
+
+use crate::support::{TestApp, at, base_hour, count, error_message, figment_for, read};
 
 #[rocket::async_test]
 async fn two_hundred_concurrent_ingests_are_all_stored() {
@@ -86,10 +88,8 @@ fn a_database_from_a_newer_sperform_is_refused() {
     let error = sperform::build(figment_for(&db_path)).err().unwrap();
     assert!(matches!(
         error,
-        StartupError::Store(StoreError::TooNew {
-            found: 99,
-            supported: 1
-        })
+        StartupError::Store(StoreError::TooNew { found: 99, supported })
+            if supported == MIGRATIONS.len()
     ));
     assert!(
         error.to_string().contains("written by a newer sperform"),
@@ -120,7 +120,7 @@ fn a_new_database_gets_the_schema_people_query() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, MIGRATIONS.len() as i64);
     conn.execute("INSERT INTO servers (name) VALUES ('view-test')", [])
         .unwrap();
     conn.execute(
@@ -215,4 +215,130 @@ async fn a_full_write_queue_answers_503_with_retry_after() {
     // The queued batch went in once the lock was gone.
     assert_eq!(first.status(), Status::NoContent);
     assert_eq!(count(&db_path, "SELECT count(*) FROM samples"), 10_000);
+}
+
+/// (server, bucket start, samples, cpu sum, ram sum).
+type RollupRow = (i64, i64, i64, f64, f64);
+
+/// The rows of a rollup table, and the same computed afresh from the samples.
+fn rollups_and_truth(db_path: &std::path::Path, table: &str, width_ms: i64) -> [Vec<RollupRow>; 2] {
+    let conn = rusqlite::Connection::open(db_path).unwrap();
+    let read = |sql: &str| -> Vec<RollupRow> {
+        let mut statement = conn.prepare(sql).unwrap();
+        statement
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let key = if table == "minute_rollups" {
+        "minute"
+    } else {
+        "hour"
+    };
+    [
+        read(&format!(
+            "SELECT server_id, {key}, samples, cpu_sum, ram_sum FROM {table} ORDER BY 1, 2"
+        )),
+        read(&format!(
+            "SELECT server_id, time - time % {width_ms}, count(*), total(cpu), total(ram)
+             FROM samples GROUP BY server_id, time / {width_ms} ORDER BY 1, 2"
+        )),
+    ]
+}
+
+fn assert_rollups_match_samples(db_path: &std::path::Path) {
+    for (table, width) in [("minute_rollups", MINUTE_MS), ("hour_rollups", HOUR_MS)] {
+        let [rollups, truth] = rollups_and_truth(db_path, table, width);
+        assert!(!truth.is_empty());
+        assert_eq!(rollups.len(), truth.len(), "{table}");
+        for (got, want) in rollups.iter().zip(&truth) {
+            assert_eq!((got.0, got.1, got.2), (want.0, want.1, want.2), "{table}");
+            assert!(
+                (got.3 - want.3).abs() <= 1e-9 * want.3.abs().max(1.0),
+                "{table}: {got:?} vs {want:?}"
+            );
+            assert!(
+                (got.4 - want.4).abs() <= 1e-9 * want.4.abs().max(1.0),
+                "{table}: {got:?} vs {want:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn rollups_stay_equal_to_the_samples_they_sum() {
+    let app = TestApp::new();
+    let base = base_hour();
+    let mut batch = Vec::new();
+    for i in 0..300_i64 {
+        let time = at(base, i * 23_456); // spreads over about two hours
+        batch.push(
+            json!({"server": format!("web-{}", i % 4), "cpu": (i % 101) as f64 * 0.99,
+                          "ram": 100.0 - (i % 7) as f64, "time": time.to_rfc3339()}),
+        );
+    }
+    assert_eq!(
+        app.post("/api/v1/samples", json!(batch).to_string()).0,
+        Status::NoContent
+    );
+    // Same-millisecond duplicates, a deletion and a return.
+    let again = json!({"cpu": 1.5, "ram": 2.5, "time": at(base, 0).to_rfc3339()});
+    assert_eq!(app.post_sample("web-0", again.clone()).0, Status::NoContent);
+    assert_eq!(app.delete("/api/v1/servers/web-3").0, Status::NoContent);
+    assert_eq!(app.post_sample("web-3", again).0, Status::NoContent);
+    assert_rollups_match_samples(&app.db_path);
+    let (_, servers) = app.get("/api/v1/servers");
+    let counts: Vec<u64> = servers
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["samples"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, vec![76, 75, 75, 1]);
+}
+
+#[test]
+fn a_version_1_database_is_migrated_with_rollups_from_its_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("sperform.db");
+    let base = base_hour();
+    {
+        let conn = rusqlite::Connection::open(&db_path).unwrap();
+        conn.execute_batch(MIGRATIONS[0].1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute("INSERT INTO servers (id, name) VALUES (1, 'old-1')", [])
+            .unwrap();
+        for (offset, cpu) in [
+            (0, 10.0),
+            (1_000, 20.0),
+            (MINUTE_MS, 60.0),
+            (HOUR_MS + 5, 7.0),
+        ] {
+            conn.execute(
+                "INSERT INTO samples (server_id, time, cpu, ram) VALUES (1, ?1, ?2, 50)",
+                rusqlite::params![base.millis() + offset, cpu],
+            )
+            .unwrap();
+        }
+    }
+    let client = Client::untracked(sperform::build(figment_for(&db_path)).unwrap()).unwrap();
+    assert_rollups_match_samples(&db_path);
+    let (status, body) = read(
+        client
+            .get(format!(
+                "/api/v1/servers/old-1/load?at={}",
+                at(base, HOUR_MS + 10).to_rfc3339()
+            ))
+            .dispatch(),
+    );
+    assert_eq!(status, Status::Ok);
+    let report = body.unwrap();
+    assert_eq!(report["by_minute"][59]["cpu"], 7.0);
+    assert_eq!(report["by_minute"][0]["cpu"], 60.0);
+    assert_eq!(report["by_hour"][22]["cpu"], 30.0);
+    assert_eq!(report["by_hour"][22]["samples"], 3);
 }
