@@ -1,12 +1,14 @@
 //! Everything that touches SQLite: opening and migrating the database, the
 //! writer thread, the read pool and the queries. Nothing here knows HTTP.
 
+mod checkpoint;
 mod queries;
 mod schema;
 mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
@@ -15,6 +17,7 @@ use rusqlite::ErrorCode;
 pub use schema::MIGRATIONS;
 
 use crate::model::{LoadReport, Sample, ServerName, ServerSummary, Timestamp};
+use checkpoint::Checkpointer;
 use writer::Writer;
 
 /// How long a read waits for a free pooled connection before giving up.
@@ -92,6 +95,7 @@ pub struct Store {
 struct Inner {
     readers: r2d2::Pool<SqliteConnectionManager>,
     writer: Writer,
+    checkpointer: Checkpointer,
     schema_version: usize,
 }
 
@@ -109,11 +113,14 @@ impl Store {
             .min_idle(Some(1))
             .connection_timeout(POOL_WAIT)
             .build(manager)?;
-        let writer = Writer::spawn(conn, config.write_queue)?;
+        let rewind_wanted = Arc::new(AtomicBool::new(false));
+        let checkpointer = Checkpointer::spawn(&config.path, Arc::clone(&rewind_wanted))?;
+        let writer = Writer::spawn(conn, config.write_queue, rewind_wanted)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 readers,
                 writer,
+                checkpointer,
                 schema_version: MIGRATIONS.len(),
             }),
         })
@@ -164,8 +171,10 @@ impl Store {
         self.inner.writer.queued()
     }
 
-    /// Commits what is queued and stops the writer. Blocks.
+    /// Stops checkpointing, commits what is queued, folds the WAL into the
+    /// database file and stops the writer. Blocks.
     pub fn close(&self) {
+        self.inner.checkpointer.close();
         self.inner.writer.close();
     }
 }

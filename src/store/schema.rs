@@ -44,12 +44,25 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     // With WAL, NORMAL loses no committed transaction when the process dies.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
+    // Checkpoints run on their own thread (see checkpoint.rs), not in the
+    // middle of some request's commit.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // Once rewound, a WAL grown long under load is cut back to 64 MiB.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    // Keep the hot pages of the tables being appended to in memory.
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     Ok(conn)
 }
+
+/// Page cache of the write connection, in KiB.
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
+/// Page cache of each read connection, in KiB.
+const READER_CACHE_KIB: i64 = 4 * 1024;
 
 /// Settings for each pooled read connection.
 pub fn init_reader(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     conn.pragma_update(None, "query_only", true)
 }

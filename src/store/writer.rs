@@ -3,7 +3,7 @@
 //! back only after its transaction committed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use super::StoreError;
+use super::{StoreError, checkpoint};
 use crate::model::{HOUR_MS, MINUTE_MS, Sample, ServerName};
 
 /// Most samples one transaction takes before it commits, so that the first
@@ -48,13 +48,19 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn spawn(conn: Connection, capacity: usize) -> Result<Writer, StoreError> {
+    /// Starts the thread. When `rewind_wanted` is set, it checkpoints the
+    /// WAL itself between two transactions, so the WAL can start over.
+    pub fn spawn(
+        conn: Connection,
+        capacity: usize,
+        rewind_wanted: Arc<AtomicBool>,
+    ) -> Result<Writer, StoreError> {
         let (sender, receiver) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let thread_queued = Arc::clone(&queued);
         let thread = std::thread::Builder::new()
             .name("sperform-writer".into())
-            .spawn(move || run(conn, receiver, &thread_queued))
+            .spawn(move || run(conn, receiver, &thread_queued, &rewind_wanted))
             .map_err(|err| StoreError::Setup(format!("cannot start the writer thread: {err}")))?;
         Ok(Writer {
             sender: Mutex::new(Some(sender)),
@@ -128,7 +134,12 @@ impl Writer {
 }
 
 /// The thread's loop: wait for a job, take whatever else is queued, commit.
-fn run(mut conn: Connection, receiver: mpsc::Receiver<Job>, queued: &AtomicUsize) {
+fn run(
+    mut conn: Connection,
+    receiver: mpsc::Receiver<Job>,
+    queued: &AtomicUsize,
+    rewind_wanted: &AtomicBool,
+) {
     let mut server_ids = ServerIds::default();
     while let Ok(first) = receiver.recv() {
         let mut weight = first.weight();
@@ -144,6 +155,16 @@ fn run(mut conn: Connection, receiver: mpsc::Receiver<Job>, queued: &AtomicUsize
         }
         commit_group(&mut conn, &mut server_ids, group);
         queued.fetch_sub(weight, Ordering::AcqRel);
+        if rewind_wanted.swap(false, Ordering::AcqRel)
+            && let Err(err) = checkpoint::passive_checkpoint(&conn)
+        {
+            log::warn!("WAL checkpoint by the writer failed (will retry): {err}");
+        }
+    }
+    // Everything is committed: fold the WAL into the database file, so a
+    // stopped daemon leaves one self-contained file behind.
+    if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        log::warn!("final WAL checkpoint failed: {err}");
     }
 }
 

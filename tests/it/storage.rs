@@ -68,7 +68,17 @@ fn data_survives_rebuilding_the_app_on_the_same_file() {
             .dispatch();
         assert_eq!(response.status(), Status::NoContent);
         drop(response);
+        // An idle connection of someone else's stays open, so SQLite does not
+        // checkpoint on the last close: emptying the WAL is the daemon's doing.
+        let bystander = rusqlite::Connection::open(&db_path).unwrap();
+        bystander
+            .query_row("SELECT count(*) FROM servers", [], |_| Ok(()))
+            .unwrap();
+        let wal_path = dir.path().join("sperform.db-wal");
+        assert!(std::fs::metadata(&wal_path).unwrap().len() > 0);
         client.terminate();
+        assert_eq!(std::fs::metadata(&wal_path).unwrap().len(), 0);
+        drop(bystander);
     }
     let client = Client::untracked(sperform::build(figment_for(&db_path)).unwrap()).unwrap();
     let (status, body) = read(client.get("/api/v1/servers").dispatch());
