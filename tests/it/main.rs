@@ -11,3 +11,6 @@ mod errors;
 mod servers;
 mod storage;
 mod validation;
+
+mod daemon;
+mod testgen;
