@@ -3,6 +3,7 @@
 
 mod checkpoint;
 mod queries;
+mod rollups;
 mod schema;
 mod writer;
 
@@ -133,6 +134,12 @@ impl Store {
     /// Stores all samples or none; resolves after the commit.
     pub async fn insert(&self, samples: Vec<Sample>) -> Result<(), StoreError> {
         self.inner.writer.insert(samples).await
+    }
+
+    /// Folds every sample before `until` into the rollup tables now, rather
+    /// than once its minute has ended. Answers do not change.
+    pub async fn seal(&self, until: Timestamp) -> Result<(), StoreError> {
+        self.inner.writer.seal(until).await
     }
 
     /// Deletes a server with all its samples; `false` if it was unknown.

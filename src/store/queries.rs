@@ -1,12 +1,12 @@
-//! The read queries. Averages are computed by SQLite from the rollup tables
-//! (sums and counts per minute and hour) and, for the minute holding `at`,
-//! from the samples themselves.
+//! The read queries. Averages are computed by SQLite with GROUP BY over the
+//! rollup tables (sums and counts per minute and hour) below the seal and
+//! the samples themselves above it (see rollups.rs).
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::StoreError;
 use crate::model::{
-    Bucket, BucketWindow, LoadReport, MINUTE_MS, ServerName, ServerSummary, Timestamp,
+    Bucket, BucketWindow, HOUR_MS, LoadReport, MINUTE_MS, ServerName, ServerSummary, Timestamp,
 };
 
 pub fn load(
@@ -14,7 +14,7 @@ pub fn load(
     server: &ServerName,
     at: Timestamp,
 ) -> Result<Option<LoadReport>, StoreError> {
-    // One read transaction, so both views see the same snapshot.
+    // One read transaction, so both views and the seal agree.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
     let server_id: Option<i64> = tx
         .prepare_cached("SELECT id FROM servers WHERE name = ?1")?
@@ -23,8 +23,14 @@ pub fn load(
     let Some(server_id) = server_id else {
         return Ok(None);
     };
-    let by_minute = minute_buckets(&tx, server_id, at)?;
-    let by_hour = hour_buckets(&tx, server_id, at)?;
+    let sealed_until: i64 = tx
+        .prepare_cached("SELECT sealed_until FROM rollup_state")?
+        .query_row([], |row| row.get(0))?;
+    // Below `rolled_up` the rollups are complete and hold no sample after
+    // `at`; from it up to `at`, raw samples are read.
+    let rolled_up = sealed_until.min(at.floor(MINUTE_MS).millis());
+    let by_minute = minute_buckets(&tx, server_id, at, rolled_up)?;
+    let by_hour = hour_buckets(&tx, server_id, at, rolled_up)?;
     tx.finish()?;
     Ok(Some(LoadReport {
         server: server.clone(),
@@ -34,65 +40,73 @@ pub fn load(
     }))
 }
 
-/// The 60 minutes up to `at`: complete minutes from `minute_rollups`, the
-/// minute holding `at` from the samples at or before `at`.
+/// The 60 minutes up to `at`: minutes before `rolled_up` from
+/// `minute_rollups`, the rest from the samples at or before `at`.
 fn minute_buckets(
     conn: &Connection,
     server_id: i64,
     at: Timestamp,
+    rolled_up: i64,
 ) -> Result<Vec<Bucket>, StoreError> {
     let window = BucketWindow::minutes_to(at);
-    let last = window.bucket_start(window.count - 1);
     let mut statement = conn.prepare_cached(
-        "SELECT (minute - :start) / 60000, samples, cpu_sum / samples, ram_sum / samples
-         FROM minute_rollups
-         WHERE server_id = :server AND minute >= :start AND minute < :last
-         UNION ALL
-         SELECT (:last - :start) / 60000, count(*), avg(cpu), avg(ram)
-         FROM samples
-         WHERE server_id = :server AND time >= :last AND time <= :at",
+        "SELECT bucket, sum(n), sum(cpu) / sum(n), sum(ram) / sum(n)
+         FROM (
+             SELECT (minute - :start) / 60000 AS bucket, samples AS n,
+                    cpu_sum AS cpu, ram_sum AS ram
+             FROM minute_rollups
+             WHERE server_id = :server AND minute >= :start AND minute < :rolled_up
+             UNION ALL
+             SELECT (time - :start) / 60000, 1, cpu, ram
+             FROM samples
+             WHERE server_id = :server AND time >= max(:start, :rolled_up) AND time <= :at
+         )
+         GROUP BY bucket",
     )?;
     let rows = statement.query(rusqlite::named_params! {
         ":server": server_id,
         ":start": window.start.millis(),
-        ":last": last.millis(),
+        ":rolled_up": rolled_up,
         ":at": at.millis(),
     })?;
     fill(window, rows)
 }
 
-/// The 24 hours up to `at`: complete hours from `hour_rollups`; the hour
-/// holding `at` from its complete minutes in `minute_rollups` plus the
-/// samples of the minute holding `at`, up to `at`.
+/// The 24 hours up to `at`: whole hours before `rolled_up` from
+/// `hour_rollups`, the minutes before it in a later hour from
+/// `minute_rollups`, the rest from the samples at or before `at`.
 fn hour_buckets(
     conn: &Connection,
     server_id: i64,
     at: Timestamp,
+    rolled_up: i64,
 ) -> Result<Vec<Bucket>, StoreError> {
     let window = BucketWindow::hours_to(at);
-    let last_hour = window.bucket_start(window.count - 1);
-    let last_minute = at.floor(MINUTE_MS);
+    let rolled_up_hours = rolled_up - rolled_up.rem_euclid(HOUR_MS);
     let mut statement = conn.prepare_cached(
-        "SELECT (hour - :start) / 3600000, samples, cpu_sum / samples, ram_sum / samples
-         FROM hour_rollups
-         WHERE server_id = :server AND hour >= :start AND hour < :last_hour
-         UNION ALL
-         SELECT (:last_hour - :start) / 3600000, sum(n), sum(cpu) / sum(n), sum(ram) / sum(n)
+        "SELECT bucket, sum(n), sum(cpu) / sum(n), sum(ram) / sum(n)
          FROM (
-             SELECT samples AS n, cpu_sum AS cpu, ram_sum AS ram
-             FROM minute_rollups
-             WHERE server_id = :server AND minute >= :last_hour AND minute < :last_minute
+             SELECT (hour - :start) / 3600000 AS bucket, samples AS n,
+                    cpu_sum AS cpu, ram_sum AS ram
+             FROM hour_rollups
+             WHERE server_id = :server AND hour >= :start AND hour < :rolled_up_hours
              UNION ALL
-             SELECT count(*), total(cpu), total(ram)
+             SELECT (minute - :start) / 3600000, samples, cpu_sum, ram_sum
+             FROM minute_rollups
+             WHERE server_id = :server AND minute >= max(:start, :rolled_up_hours)
+                   AND minute < :rolled_up
+             UNION ALL
+             SELECT (time - :start) / 3600000, 1, cpu, ram
              FROM samples
-             WHERE server_id = :server AND time >= :last_minute AND time <= :at
-         )",
+             WHERE server_id = :server AND time >= max(:start, :rolled_up) AND time <= :at
+         )
+         GROUP BY bucket",
     )?;
     let rows = statement.query(rusqlite::named_params! {
         ":server": server_id,
         ":start": window.start.millis(),
-        ":last_hour": last_hour.millis(),
-        ":last_minute": last_minute.millis(),
+        ":rolled_up_hours": rolled_up_hours,
+        ":rolled_up": rolled_up,
         ":at": at.millis(),
     })?;
     fill(window, rows)
@@ -126,7 +140,11 @@ pub fn servers(conn: &Connection) -> Result<Vec<ServerSummary>, StoreError> {
         "SELECT name,
                 (SELECT min(time) FROM samples WHERE server_id = servers.id),
                 (SELECT max(time) FROM samples WHERE server_id = servers.id),
-                (SELECT coalesce(sum(samples), 0) FROM hour_rollups WHERE server_id = servers.id)
+                (SELECT coalesce(sum(samples), 0) FROM hour_rollups
+                 WHERE server_id = servers.id)
+                + (SELECT count(*) FROM samples
+                   WHERE server_id = servers.id
+                     AND time >= (SELECT sealed_until FROM rollup_state))
          FROM servers
          ORDER BY name",
     )?;

@@ -19,6 +19,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_rollups",
         include_str!("../../migrations/0002_rollups.sql"),
     ),
+    (
+        "0003_rollup_seal",
+        include_str!("../../migrations/0003_rollup_seal.sql"),
+    ),
 ];
 
 /// How long a connection waits on a lock held by someone else (for example
@@ -127,7 +131,7 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         assert_eq!(
             migrate(&mut conn).unwrap(),
-            vec!["0001_initial", "0002_rollups"]
+            vec!["0001_initial", "0002_rollups", "0003_rollup_seal"]
         );
         assert!(migrate(&mut conn).unwrap().is_empty());
     }

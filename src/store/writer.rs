@@ -2,21 +2,25 @@
 //! whatever has queued up in one transaction (group commit); every job hears
 //! back only after its transaction committed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
+use super::rollups::{self, RollupDelta, Unsealed, UnsealedChange};
 use super::{StoreError, checkpoint};
-use crate::model::{HOUR_MS, MINUTE_MS, Sample, ServerName};
+use crate::model::{MINUTE_MS, Sample, ServerName, Timestamp};
 
 /// Most samples one transaction takes before it commits, so that the first
 /// request of a long queue does not wait for all the rest.
 const MAX_GROUP_SAMPLES: usize = 50_000;
+/// How long the writer waits for work before it seals ended minutes anyway.
+const IDLE_SEAL_INTERVAL: Duration = Duration::from_secs(1);
 
 enum Job {
     Insert {
@@ -27,6 +31,10 @@ enum Job {
         server: ServerName,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
+    Seal {
+        until: Timestamp,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
 }
 
 impl Job {
@@ -34,7 +42,7 @@ impl Job {
     fn weight(&self) -> usize {
         match self {
             Job::Insert { samples, .. } => samples.len(),
-            Job::Delete { .. } => 1,
+            Job::Delete { .. } | Job::Seal { .. } => 1,
         }
     }
 }
@@ -55,12 +63,18 @@ impl Writer {
         capacity: usize,
         rewind_wanted: Arc<AtomicBool>,
     ) -> Result<Writer, StoreError> {
+        let unsealed = Unsealed::load(&conn)?;
+        let state = State {
+            conn,
+            server_ids: ServerIds::default(),
+            unsealed,
+        };
         let (sender, receiver) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let thread_queued = Arc::clone(&queued);
         let thread = std::thread::Builder::new()
             .name("sperform-writer".into())
-            .spawn(move || run(conn, receiver, &thread_queued, &rewind_wanted))
+            .spawn(move || run(state, receiver, &thread_queued, &rewind_wanted))
             .map_err(|err| StoreError::Setup(format!("cannot start the writer thread: {err}")))?;
         Ok(Writer {
             sender: Mutex::new(Some(sender)),
@@ -82,6 +96,17 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         self.submit(Job::Delete { server, reply })?;
         answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Folds every sample before `until` into the rollup tables now rather
+    /// than when its minute has passed.
+    pub async fn seal(&self, until: Timestamp) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Seal { until, reply })?;
+        answer
+            .await
+            .map_err(|_| StoreError::WriterStopped)?
+            .map(|_| ())
     }
 
     /// Samples accepted but not yet committed.
@@ -133,15 +158,30 @@ impl Writer {
     }
 }
 
+/// What the writer thread owns.
+struct State {
+    conn: Connection,
+    server_ids: ServerIds,
+    unsealed: Unsealed,
+}
+
 /// The thread's loop: wait for a job, take whatever else is queued, commit.
+/// When idle for a while, move the rollup seal forward on its own.
 fn run(
-    mut conn: Connection,
+    mut state: State,
     receiver: mpsc::Receiver<Job>,
     queued: &AtomicUsize,
     rewind_wanted: &AtomicBool,
 ) {
-    let mut server_ids = ServerIds::default();
-    while let Ok(first) = receiver.recv() {
+    loop {
+        let first = match receiver.recv_timeout(IDLE_SEAL_INTERVAL) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                seal_when_idle(&mut state);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut weight = first.weight();
         let mut group = vec![first];
         while weight < MAX_GROUP_SAMPLES {
@@ -153,18 +193,35 @@ fn run(
                 Err(_) => break,
             }
         }
-        commit_group(&mut conn, &mut server_ids, group);
+        commit_group(&mut state, group);
         queued.fetch_sub(weight, Ordering::AcqRel);
         if rewind_wanted.swap(false, Ordering::AcqRel)
-            && let Err(err) = checkpoint::passive_checkpoint(&conn)
+            && let Err(err) = checkpoint::passive_checkpoint(&state.conn)
         {
             log::warn!("WAL checkpoint by the writer failed (will retry): {err}");
         }
     }
     // Everything is committed: fold the WAL into the database file, so a
     // stopped daemon leaves one self-contained file behind.
-    if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+    if let Err(err) = state
+        .conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+    {
         log::warn!("final WAL checkpoint failed: {err}");
+    }
+}
+
+/// The seal follows the clock: every minute that has ended is sealed.
+fn seal_target() -> i64 {
+    Timestamp::now().floor(MINUTE_MS).millis()
+}
+
+fn seal_when_idle(state: &mut State) {
+    if state.unsealed.is_empty() || seal_target() <= state.unsealed.sealed_until() {
+        return;
+    }
+    if let Err(err) = apply_in_transaction(state, &[]) {
+        log::warn!("sealing rollups failed (will retry): {err}");
     }
 }
 
@@ -174,27 +231,26 @@ fn run(
 /// at once when a read snapshot cannot be upgraded. If the group fails, each
 /// job is retried in a transaction of its own, so one failing job cannot
 /// fail the others.
-fn commit_group(conn: &mut Connection, server_ids: &mut ServerIds, group: Vec<Job>) {
-    let outcome = apply_in_transaction(conn, server_ids, &group);
-    match outcome {
-        Ok(deleted) => {
-            for (job, deleted) in group.into_iter().zip(deleted) {
-                answer(job, Ok(deleted));
+fn commit_group(state: &mut State, group: Vec<Job>) {
+    match apply_in_transaction(state, &group) {
+        Ok(outcomes) => {
+            for (job, outcome) in group.into_iter().zip(outcomes) {
+                answer(job, Ok(outcome));
             }
         }
         Err(err) if group.len() == 1 => {
-            server_ids.clear();
+            state.server_ids.clear();
             for job in group {
                 answer(job, Err(err.clone()));
             }
         }
         Err(_) => {
-            server_ids.clear();
+            state.server_ids.clear();
             for job in group {
-                let result = apply_in_transaction(conn, server_ids, std::slice::from_ref(&job))
-                    .map(|deleted| deleted.first().copied().unwrap_or(false));
+                let result = apply_in_transaction(state, std::slice::from_ref(&job))
+                    .map(|outcomes| outcomes.first().copied().unwrap_or(false));
                 if result.is_err() {
-                    server_ids.clear();
+                    state.server_ids.clear();
                 }
                 answer(job, result);
             }
@@ -202,127 +258,88 @@ fn commit_group(conn: &mut Connection, server_ids: &mut ServerIds, group: Vec<Jo
     }
 }
 
-/// Carries out `jobs` in one transaction; for each, whether it deleted a
-/// server (always `true` for inserts).
-fn apply_in_transaction(
-    conn: &mut Connection,
-    server_ids: &mut ServerIds,
-    jobs: &[Job],
-) -> Result<Vec<bool>, StoreError> {
+/// Carries out `jobs` in one transaction and moves the rollup seal if a
+/// minute has ended. For each job, whether it deleted a server (`true` for
+/// the others).
+fn apply_in_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<bool>, StoreError> {
+    let State {
+        conn,
+        server_ids,
+        unsealed,
+    } = state;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut rollups = Rollups::default();
+    let sealed_until = unsealed.sealed_until();
+    let mut delta = RollupDelta::default();
+    let mut change = UnsealedChange::default();
+    let mut seal_to = seal_target();
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
         outcomes.push(match job {
             Job::Insert { samples, .. } => {
-                insert_samples(&tx, server_ids, &mut rollups, samples)?;
+                for sample in samples {
+                    let server_id = insert_sample(&tx, server_ids, sample)?;
+                    if sample.time.millis() < sealed_until {
+                        delta.add_sample(server_id, sample);
+                    } else {
+                        change.add_sample(server_id, sample);
+                    }
+                }
                 true
             }
             Job::Delete { server, .. } => {
-                // Rollups of this server pending in memory must land before
-                // the cascade removes its rows, or they would outlive it.
-                rollups.flush(&tx)?;
+                // Rollup sums of this server pending in the delta must land
+                // before the cascade removes its rows, or they would outlive it.
+                delta.flush(&tx)?;
                 server_ids.forget(server);
-                let removed = tx
-                    .prepare_cached("DELETE FROM servers WHERE name = ?1")?
-                    .execute([server.as_str()])?;
-                removed > 0
+                let deleted: Option<i64> = tx
+                    .prepare_cached("DELETE FROM servers WHERE name = ?1 RETURNING id")?
+                    .query_row([server.as_str()], |row| row.get(0))
+                    .optional()?;
+                if let Some(server_id) = deleted {
+                    change.forget_server(server_id);
+                }
+                deleted.is_some()
+            }
+            Job::Seal { until, .. } => {
+                seal_to = seal_to.max(until.floor(MINUTE_MS).millis());
+                true
             }
         });
     }
-    rollups.flush(&tx)?;
+    if seal_to > sealed_until {
+        rollups::seal(&tx, unsealed, &mut change, &mut delta, seal_to)?;
+    }
+    delta.flush(&tx)?;
     tx.commit()?;
+    unsealed.apply(change);
     Ok(outcomes)
 }
 
-fn insert_samples(
+/// Inserts one sample; returns its server's id.
+fn insert_sample(
     tx: &Transaction<'_>,
     server_ids: &mut ServerIds,
-    rollups: &mut Rollups,
-    samples: &[Sample],
-) -> Result<(), StoreError> {
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO samples (server_id, time, seq, cpu, ram) VALUES (?1, ?2, 0, ?3, ?4)
-         ON CONFLICT (server_id, time, seq) DO NOTHING",
-    )?;
-    for sample in samples {
-        let server_id = server_ids.get_or_create(tx, &sample.server)?;
-        let time = sample.time.millis();
-        if insert.execute(params![server_id, time, sample.cpu, sample.ram])? == 0 {
-            // Another sample of this server has the same millisecond: keep
-            // both, told apart by the next free `seq`.
-            tx.prepare_cached(
-                "INSERT INTO samples (server_id, time, seq, cpu, ram)
-                 SELECT ?1, ?2, MAX(seq) + 1, ?3, ?4 FROM samples
-                 WHERE server_id = ?1 AND time = ?2",
-            )?
-            .execute(params![server_id, time, sample.cpu, sample.ram])?;
-        }
-        rollups.add(server_id, sample);
+    sample: &Sample,
+) -> Result<i64, StoreError> {
+    let server_id = server_ids.get_or_create(tx, &sample.server)?;
+    let time = sample.time.millis();
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO samples (server_id, time, seq, cpu, ram) VALUES (?1, ?2, 0, ?3, ?4)
+             ON CONFLICT (server_id, time, seq) DO NOTHING",
+        )?
+        .execute(params![server_id, time, sample.cpu, sample.ram])?;
+    if inserted == 0 {
+        // Another sample of this server has the same millisecond: keep
+        // both, told apart by the next free `seq`.
+        tx.prepare_cached(
+            "INSERT INTO samples (server_id, time, seq, cpu, ram)
+             SELECT ?1, ?2, MAX(seq) + 1, ?3, ?4 FROM samples
+             WHERE server_id = ?1 AND time = ?2",
+        )?
+        .execute(params![server_id, time, sample.cpu, sample.ram])?;
     }
-    Ok(())
-}
-
-/// Sums and counts of the samples of one transaction by server and minute
-/// or hour, added to the rollup tables in one upsert per row before commit.
-/// Kept in key order, so the upserts walk each table's pages in order.
-#[derive(Default)]
-struct Rollups {
-    minutes: BTreeMap<(i64, i64), Sums>,
-    hours: BTreeMap<(i64, i64), Sums>,
-}
-
-#[derive(Default, Clone, Copy)]
-struct Sums {
-    samples: i64,
-    cpu: f64,
-    ram: f64,
-}
-
-impl Sums {
-    fn add(&mut self, sample: &Sample) {
-        self.samples += 1;
-        self.cpu += sample.cpu;
-        self.ram += sample.ram;
-    }
-}
-
-impl Rollups {
-    fn add(&mut self, server_id: i64, sample: &Sample) {
-        let minute = sample.time.floor(MINUTE_MS).millis();
-        let hour = sample.time.floor(HOUR_MS).millis();
-        self.minutes
-            .entry((server_id, minute))
-            .or_default()
-            .add(sample);
-        self.hours.entry((server_id, hour)).or_default().add(sample);
-    }
-
-    fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
-        let mut minute_upsert = tx.prepare_cached(
-            "INSERT INTO minute_rollups (server_id, minute, samples, cpu_sum, ram_sum)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (server_id, minute) DO UPDATE SET
-                 samples = samples + excluded.samples,
-                 cpu_sum = cpu_sum + excluded.cpu_sum,
-                 ram_sum = ram_sum + excluded.ram_sum",
-        )?;
-        for ((server_id, minute), sums) in std::mem::take(&mut self.minutes) {
-            minute_upsert.execute(params![server_id, minute, sums.samples, sums.cpu, sums.ram])?;
-        }
-        let mut hour_upsert = tx.prepare_cached(
-            "INSERT INTO hour_rollups (server_id, hour, samples, cpu_sum, ram_sum)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (server_id, hour) DO UPDATE SET
-                 samples = samples + excluded.samples,
-                 cpu_sum = cpu_sum + excluded.cpu_sum,
-                 ram_sum = ram_sum + excluded.ram_sum",
-        )?;
-        for ((server_id, hour), sums) in std::mem::take(&mut self.hours) {
-            hour_upsert.execute(params![server_id, hour, sums.samples, sums.cpu, sums.ram])?;
-        }
-        Ok(())
-    }
+    Ok(server_id)
 }
 
 fn answer(job: Job, result: Result<bool, StoreError>) {
@@ -332,7 +349,7 @@ fn answer(job: Job, result: Result<bool, StoreError>) {
         Job::Insert { reply, .. } => {
             let _ = reply.send(result.map(|_| ()));
         }
-        Job::Delete { reply, .. } => {
+        Job::Delete { reply, .. } | Job::Seal { reply, .. } => {
             let _ = reply.send(result);
         }
     }

@@ -10,7 +10,7 @@ use serde_json::json;
 use sperform::StartupError;
 use sperform::store::{MIGRATIONS, Store, StoreError};
 
-use sperform::model::{HOUR_MS, MINUTE_MS};
+use sperform::model::{HOUR_MS, MINUTE_MS, Timestamp};
 
 use crate::support::{TestApp, at, base_hour, count, error_message, figment_for, read};
 
@@ -230,7 +230,8 @@ async fn a_full_write_queue_answers_503_with_retry_after() {
 /// (server, bucket start, samples, cpu sum, ram sum).
 type RollupRow = (i64, i64, i64, f64, f64);
 
-/// The rows of a rollup table, and the same computed afresh from the samples.
+/// The rows of a rollup table, and the same computed afresh from the samples
+/// below the seal.
 fn rollups_and_truth(db_path: &std::path::Path, table: &str, width_ms: i64) -> [Vec<RollupRow>; 2] {
     let conn = rusqlite::Connection::open(db_path).unwrap();
     let read = |sql: &str| -> Vec<RollupRow> {
@@ -252,9 +253,11 @@ fn rollups_and_truth(db_path: &std::path::Path, table: &str, width_ms: i64) -> [
         read(&format!(
             "SELECT server_id, {key}, samples, cpu_sum, ram_sum FROM {table} ORDER BY 1, 2"
         )),
+        // The rollups hold exactly the samples below the seal.
         read(&format!(
             "SELECT server_id, time - time % {width_ms}, count(*), total(cpu), total(ram)
-             FROM samples GROUP BY server_id, time / {width_ms} ORDER BY 1, 2"
+             FROM samples WHERE time < (SELECT sealed_until FROM rollup_state)
+             GROUP BY server_id, time / {width_ms} ORDER BY 1, 2"
         )),
     ]
 }
@@ -351,4 +354,128 @@ fn a_version_1_database_is_migrated_with_rollups_from_its_samples() {
     assert_eq!(report["by_minute"][0]["cpu"], 60.0);
     assert_eq!(report["by_hour"][22]["cpu"], 30.0);
     assert_eq!(report["by_hour"][22]["samples"], 3);
+}
+
+/// web-1's load report at each of `moments`, as the daemon wrote it.
+async fn answers(client: &AsyncClient, moments: &[Timestamp]) -> Vec<String> {
+    let mut texts = Vec::new();
+    for moment in moments {
+        let uri = format!("/api/v1/servers/web-1/load?at={}", moment.to_rfc3339());
+        texts.push(
+            client
+                .get(uri)
+                .dispatch()
+                .await
+                .into_string()
+                .await
+                .unwrap(),
+        );
+    }
+    texts
+}
+
+fn sealed_until(db_path: &std::path::Path) -> i64 {
+    count(db_path, "SELECT sealed_until FROM rollup_state")
+}
+
+#[rocket::async_test]
+async fn sealing_moves_samples_into_the_rollups_without_changing_any_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("sperform.db");
+    let client = AsyncClient::untracked(sperform::build(figment_for(&db_path)).unwrap())
+        .await
+        .unwrap();
+    let now = Timestamp::now();
+    let times = [
+        at(now, -3 * HOUR_MS), // sealed long ago: rolled up at once
+        at(now, -90 * 1000),   // probably in the last ended minute
+        at(now, -1),           // this minute
+        now,
+        at(now, 2 * MINUTE_MS), // ahead of the clock (allowed up to 5 min)
+    ];
+    for (index, time) in times.iter().enumerate() {
+        for server in ["web-1", "web-2"] {
+            let body = json!({"cpu": 10.0 + index as f64, "ram": 50.0 - index as f64,
+                              "time": time.to_rfc3339()});
+            let status = client
+                .post(format!("/api/v1/servers/{server}/samples"))
+                .body(body.to_string())
+                .dispatch()
+                .await
+                .status();
+            assert_eq!(status, Status::NoContent);
+        }
+    }
+    let moments = [
+        at(now, -2 * HOUR_MS),
+        at(now, -60 * 1000),
+        now,
+        at(now, 3 * MINUTE_MS),
+    ];
+    let before = answers(&client, &moments).await;
+    assert!(sealed_until(&db_path) <= now.floor(MINUTE_MS).millis() + MINUTE_MS);
+    assert_rollups_match_samples(&db_path);
+
+    // Seal everything, the sample ahead of the clock included.
+    let store = client.rocket().state::<Store>().unwrap().clone();
+    store.seal(at(now, 10 * MINUTE_MS)).await.unwrap();
+    assert_eq!(
+        sealed_until(&db_path),
+        at(now, 10 * MINUTE_MS).floor(MINUTE_MS).millis()
+    );
+    let [rollups, _] = rollups_and_truth(&db_path, "minute_rollups", MINUTE_MS);
+    assert_eq!(rollups.iter().map(|row| row.2).sum::<i64>(), 10);
+    assert_rollups_match_samples(&db_path);
+    let after = answers(&client, &moments).await;
+    assert_eq!(before, after);
+
+    // Samples that arrive below the seal are rolled up at once.
+    let late = json!({"cpu": 99.0, "ram": 1.0, "time": at(now, -1).to_rfc3339()});
+    let status = client
+        .post("/api/v1/servers/web-1/samples")
+        .body(late.to_string())
+        .dispatch()
+        .await
+        .status();
+    assert_eq!(status, Status::NoContent);
+    assert_rollups_match_samples(&db_path);
+    let [rollups, _] = rollups_and_truth(&db_path, "minute_rollups", MINUTE_MS);
+    assert_eq!(rollups.iter().map(|row| row.2).sum::<i64>(), 11);
+    let body: serde_json::Value = client
+        .get("/api/v1/servers")
+        .dispatch()
+        .await
+        .into_json()
+        .await
+        .unwrap();
+    assert_eq!(body[0]["samples"], 6);
+    assert_eq!(body[1]["samples"], 5);
+}
+
+#[test]
+fn unsealed_samples_are_found_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("sperform.db");
+    let now = Timestamp::now();
+    {
+        let client = Client::untracked(sperform::build(figment_for(&db_path)).unwrap()).unwrap();
+        for offset in [0, 1, 2 * MINUTE_MS] {
+            let body = json!({"cpu": 40, "ram": 60, "time": at(now, offset).to_rfc3339()});
+            let response = client
+                .post("/api/v1/servers/web-1/samples")
+                .body(body.to_string())
+                .dispatch();
+            assert_eq!(response.status(), Status::NoContent);
+        }
+        // Dropped without the orderly shutdown: the in-memory sums are lost.
+    }
+    let client = Client::untracked(sperform::build(figment_for(&db_path)).unwrap()).unwrap();
+    let store = client.rocket().state::<Store>().unwrap().clone();
+    rocket::tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(store.seal(at(now, 10 * MINUTE_MS)))
+        .unwrap();
+    assert_rollups_match_samples(&db_path);
+    let [rollups, _] = rollups_and_truth(&db_path, "hour_rollups", HOUR_MS);
+    assert_eq!(rollups.iter().map(|row| row.2).sum::<i64>(), 3);
 }

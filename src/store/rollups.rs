@@ -1,0 +1,205 @@
+//! The rollup tables and the seal that keeps them cheap to write.
+//!
+//! `minute_rollups` and `hour_rollups` hold the sums and counts of exactly
+//! the samples whose time is before `rollup_state.sealed_until` (a minute
+//! boundary). Samples at or after it are in `samples` only; the writer keeps
+//! their per-minute sums in memory (`Unsealed`) and, once their minute has
+//! passed, adds them to the rollups in one go and moves the seal forward, in
+//! the same transaction. So a live sample costs one row write, not three,
+//! and readers combine rollups below the seal with raw samples above it.
+//! The in-memory sums are only a write buffer: answers always come from the
+//! tables, and on start-up the sums are recomputed from `samples`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::{Connection, Transaction, params};
+
+use super::StoreError;
+use crate::model::{HOUR_MS, MINUTE_MS, Sample};
+
+/// Sum and count of some samples.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Sums {
+    pub samples: i64,
+    pub cpu: f64,
+    pub ram: f64,
+}
+
+impl Sums {
+    fn add_sample(&mut self, sample: &Sample) {
+        self.samples += 1;
+        self.cpu += sample.cpu;
+        self.ram += sample.ram;
+    }
+
+    fn merge(&mut self, other: &Sums) {
+        self.samples += other.samples;
+        self.cpu += other.cpu;
+        self.ram += other.ram;
+    }
+}
+
+/// Sums to add to the rollup tables in the current transaction, in key
+/// order so the upserts walk each table's pages in order.
+#[derive(Default)]
+pub struct RollupDelta {
+    minutes: BTreeMap<(i64, i64), Sums>,
+    hours: BTreeMap<(i64, i64), Sums>,
+}
+
+impl RollupDelta {
+    pub fn add_sample(&mut self, server_id: i64, sample: &Sample) {
+        let mut sums = Sums::default();
+        sums.add_sample(sample);
+        self.add_minute(server_id, sample.time.floor(MINUTE_MS).millis(), &sums);
+    }
+
+    fn add_minute(&mut self, server_id: i64, minute: i64, sums: &Sums) {
+        let hour = minute - minute.rem_euclid(HOUR_MS);
+        self.minutes
+            .entry((server_id, minute))
+            .or_default()
+            .merge(sums);
+        self.hours.entry((server_id, hour)).or_default().merge(sums);
+    }
+
+    /// Writes the sums out and empties the delta.
+    pub fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        let mut minute_upsert = tx.prepare_cached(
+            "INSERT INTO minute_rollups (server_id, minute, samples, cpu_sum, ram_sum)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (server_id, minute) DO UPDATE SET
+                 samples = samples + excluded.samples,
+                 cpu_sum = cpu_sum + excluded.cpu_sum,
+                 ram_sum = ram_sum + excluded.ram_sum",
+        )?;
+        for ((server_id, minute), sums) in std::mem::take(&mut self.minutes) {
+            minute_upsert.execute(params![server_id, minute, sums.samples, sums.cpu, sums.ram])?;
+        }
+        let mut hour_upsert = tx.prepare_cached(
+            "INSERT INTO hour_rollups (server_id, hour, samples, cpu_sum, ram_sum)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (server_id, hour) DO UPDATE SET
+                 samples = samples + excluded.samples,
+                 cpu_sum = cpu_sum + excluded.cpu_sum,
+                 ram_sum = ram_sum + excluded.ram_sum",
+        )?;
+        for ((server_id, hour), sums) in std::mem::take(&mut self.hours) {
+            hour_upsert.execute(params![server_id, hour, sums.samples, sums.cpu, sums.ram])?;
+        }
+        Ok(())
+    }
+}
+
+/// The committed samples at or after the seal, summed by server and minute.
+pub struct Unsealed {
+    sealed_until: i64,
+    sums: BTreeMap<(i64, i64), Sums>,
+}
+
+impl Unsealed {
+    /// Reads the seal and recomputes the sums of the samples above it.
+    pub fn load(conn: &Connection) -> Result<Unsealed, StoreError> {
+        let sealed_until: i64 =
+            conn.query_row("SELECT sealed_until FROM rollup_state", [], |row| {
+                row.get(0)
+            })?;
+        // One index seek per server rather than a scan of every sample.
+        let mut statement = conn.prepare(
+            "SELECT samples.server_id, samples.time - samples.time % 60000,
+                    count(*), total(samples.cpu), total(samples.ram)
+             FROM servers CROSS JOIN samples
+                 ON samples.server_id = servers.id AND samples.time >= ?1
+             GROUP BY samples.server_id, samples.time / 60000",
+        )?;
+        let rows = statement.query_map([sealed_until], |row| {
+            Ok((
+                (row.get(0)?, row.get(1)?),
+                Sums {
+                    samples: row.get(2)?,
+                    cpu: row.get(3)?,
+                    ram: row.get(4)?,
+                },
+            ))
+        })?;
+        let sums = rows.collect::<Result<_, _>>()?;
+        Ok(Unsealed { sealed_until, sums })
+    }
+
+    pub fn sealed_until(&self) -> i64 {
+        self.sealed_until
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sums.is_empty()
+    }
+
+    /// Applies what a committed transaction did.
+    pub fn apply(&mut self, change: UnsealedChange) {
+        if !change.forgotten.is_empty() {
+            self.sums
+                .retain(|(server_id, _), _| !change.forgotten.contains(server_id));
+        }
+        if let Some(sealed_until) = change.sealed_until {
+            self.sums.retain(|(_, minute), _| *minute >= sealed_until);
+            self.sealed_until = sealed_until;
+        }
+        for (key, sums) in change.added {
+            self.sums.entry(key).or_default().merge(&sums);
+        }
+    }
+}
+
+/// What one transaction does to the unsealed sums; applied only after it
+/// committed, so a rolled-back transaction leaves them as they were.
+#[derive(Default)]
+pub struct UnsealedChange {
+    added: BTreeMap<(i64, i64), Sums>,
+    /// Servers deleted: their committed sums go. (A new server may get the
+    /// same id later in the transaction; its sums are in `added`.)
+    forgotten: BTreeSet<i64>,
+    sealed_until: Option<i64>,
+}
+
+impl UnsealedChange {
+    pub fn add_sample(&mut self, server_id: i64, sample: &Sample) {
+        let minute = sample.time.floor(MINUTE_MS).millis();
+        self.added
+            .entry((server_id, minute))
+            .or_default()
+            .add_sample(sample);
+    }
+
+    pub fn forget_server(&mut self, server_id: i64) {
+        self.added.retain(|(id, _), _| *id != server_id);
+        self.forgotten.insert(server_id);
+    }
+}
+
+/// Moves the seal up to `target` inside `tx`: the sums of every unsealed
+/// minute before it go to `delta`, and `rollup_state` records the new seal.
+pub fn seal(
+    tx: &Transaction<'_>,
+    unsealed: &Unsealed,
+    change: &mut UnsealedChange,
+    delta: &mut RollupDelta,
+    target: i64,
+) -> Result<(), StoreError> {
+    for ((server_id, minute), sums) in &unsealed.sums {
+        if *minute < target && !change.forgotten.contains(server_id) {
+            delta.add_minute(*server_id, *minute, sums);
+        }
+    }
+    let added = std::mem::take(&mut change.added);
+    for ((server_id, minute), sums) in added {
+        if minute < target {
+            delta.add_minute(server_id, minute, &sums);
+        } else {
+            change.added.insert((server_id, minute), sums);
+        }
+    }
+    tx.prepare_cached("UPDATE rollup_state SET sealed_until = ?1")?
+        .execute([target])?;
+    change.sealed_until = Some(target);
+    Ok(())
+}
