@@ -5,6 +5,7 @@ mod checkpoint;
 mod queries;
 mod rollups;
 mod schema;
+mod stats;
 mod writer;
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::ErrorCode;
 
 pub use schema::MIGRATIONS;
+pub use stats::{COMMIT_SECONDS_BOUNDS, GROUP_SAMPLES_BOUNDS, HistogramSnapshot, StoreStats};
 
 use crate::model::{LoadReport, Sample, ServerName, ServerSummary, Timestamp};
 use checkpoint::Checkpointer;
@@ -176,6 +178,11 @@ impl Store {
     /// Samples accepted but not yet committed.
     pub fn write_queue_len(&self) -> usize {
         self.inner.writer.queued()
+    }
+
+    /// The writer's counters (commits, group sizes, commit latency).
+    pub fn stats(&self) -> StoreStats {
+        self.inner.writer.stats()
     }
 
     /// Stops checkpointing, commits what is queued, folds the WAL into the

@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::rollups::{self, RollupDelta, Unsealed, UnsealedChange};
+use super::stats::{StoreStats, WriterStats};
 use super::{StoreError, checkpoint};
 use crate::model::{MINUTE_MS, Sample, ServerName, Timestamp};
 
@@ -51,6 +52,7 @@ impl Job {
 pub struct Writer {
     sender: Mutex<Option<mpsc::Sender<Job>>>,
     queued: Arc<AtomicUsize>,
+    stats: Arc<WriterStats>,
     capacity: usize,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -64,10 +66,12 @@ impl Writer {
         rewind_wanted: Arc<AtomicBool>,
     ) -> Result<Writer, StoreError> {
         let unsealed = Unsealed::load(&conn)?;
+        let stats = Arc::new(WriterStats::default());
         let state = State {
             conn,
             server_ids: ServerIds::default(),
             unsealed,
+            stats: Arc::clone(&stats),
         };
         let (sender, receiver) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -79,6 +83,7 @@ impl Writer {
         Ok(Writer {
             sender: Mutex::new(Some(sender)),
             queued,
+            stats,
             capacity,
             thread: Mutex::new(Some(thread)),
         })
@@ -112,6 +117,18 @@ impl Writer {
     /// Samples accepted but not yet committed.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// The writer's counters as they are now.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            queued_samples: self.queued() as u64,
+            samples_committed: self.stats.samples_committed.load(Ordering::Relaxed),
+            transactions: self.stats.transactions.load(Ordering::Relaxed),
+            failed_transactions: self.stats.failed_transactions.load(Ordering::Relaxed),
+            commit_seconds: self.stats.commit_seconds.snapshot(),
+            group_samples: self.stats.group_samples.snapshot(),
+        }
     }
 
     pub fn is_running(&self) -> bool {
@@ -163,6 +180,7 @@ struct State {
     conn: Connection,
     server_ids: ServerIds,
     unsealed: Unsealed,
+    stats: Arc<WriterStats>,
 }
 
 /// The thread's loop: wait for a job, take whatever else is queued, commit.
@@ -262,10 +280,40 @@ fn commit_group(state: &mut State, group: Vec<Job>) {
 /// minute has ended. For each job, whether it deleted a server (`true` for
 /// the others).
 fn apply_in_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<bool>, StoreError> {
+    let started = Instant::now();
+    let result = run_transaction(state, jobs);
+    let stats = &state.stats;
+    match &result {
+        Ok(_) => {
+            let samples: usize = jobs
+                .iter()
+                .map(|job| match job {
+                    Job::Insert { samples, .. } => samples.len(),
+                    Job::Delete { .. } | Job::Seal { .. } => 0,
+                })
+                .sum();
+            stats.transactions.fetch_add(1, Ordering::Relaxed);
+            stats
+                .samples_committed
+                .fetch_add(samples as u64, Ordering::Relaxed);
+            stats
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            stats.group_samples.observe(samples as f64);
+        }
+        Err(_) => {
+            stats.failed_transactions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    result
+}
+
+fn run_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<bool>, StoreError> {
     let State {
         conn,
         server_ids,
         unsealed,
+        ..
     } = state;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let sealed_until = unsealed.sealed_until();

@@ -479,3 +479,34 @@ fn unsealed_samples_are_found_again_after_a_restart() {
     let [rollups, _] = rollups_and_truth(&db_path, "hour_rollups", HOUR_MS);
     assert_eq!(rollups.iter().map(|row| row.2).sum::<i64>(), 3);
 }
+
+#[test]
+fn the_writer_counts_what_it_commits() {
+    let app = TestApp::new();
+    let store = app.client.rocket().state::<Store>().unwrap().clone();
+    assert_eq!(store.stats().samples_committed, 0);
+    let batch = json!([
+        {"server": "web-1", "cpu": 1, "ram": 1},
+        {"server": "web-2", "cpu": 1, "ram": 1},
+        {"server": "web-3", "cpu": 1, "ram": 1},
+    ]);
+    assert_eq!(
+        app.post("/api/v1/samples", batch.to_string()).0,
+        Status::NoContent
+    );
+    assert_eq!(
+        app.post_sample("web-1", json!({"cpu": 2, "ram": 2})).0,
+        Status::NoContent
+    );
+    let stats = store.stats();
+    assert_eq!(stats.samples_committed, 4);
+    assert_eq!(stats.queued_samples, 0);
+    assert_eq!(stats.failed_transactions, 0);
+    // Each request committed on its own here: one group of 3, one of 1
+    // (plus any seal-only transaction the writer ran meanwhile, with 0).
+    assert!(stats.transactions >= 2);
+    assert_eq!(stats.group_samples.count(), stats.transactions);
+    assert_eq!(stats.commit_seconds.count(), stats.transactions);
+    assert_eq!(stats.group_samples.sum, 4.0);
+    assert!(stats.commit_seconds.sum > 0.0);
+}
