@@ -23,8 +23,26 @@ pub struct Settings {
     /// How far back a sample's time may lie.
     #[serde(deserialize_with = "duration_from_text")]
     pub retention: Duration,
+    /// How often expired samples are deleted.
+    #[serde(deserialize_with = "duration_from_text")]
+    pub retention_interval: Duration,
     /// Most samples that may wait for the writer before ingest answers 503.
     pub write_queue: usize,
+    /// How hard a commit is pushed to disk before its `204`.
+    pub synchronous: Synchronous,
+}
+
+/// SQLite's `synchronous` setting for the write connection (WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// A committed sample survives a crash of the process (not of the
+    /// machine); the WAL is synced at checkpoints.
+    #[default]
+    Normal,
+    /// A committed sample also survives power loss: the WAL is synced at
+    /// every commit.
+    Full,
 }
 
 impl Default for Settings {
@@ -33,7 +51,9 @@ impl Default for Settings {
             database: PathBuf::from("sperform.db"),
             read_pool_size: 8,
             retention: Duration::from_secs(7 * 24 * 3600),
+            retention_interval: Duration::from_secs(60),
             write_queue: 100_000,
+            synchronous: Synchronous::Normal,
         }
     }
 }
@@ -73,6 +93,11 @@ impl Settings {
             // refuse samples that view is meant to show.
             return invalid("retention", "must be at least 24 hours (\"24h\")");
         }
+        if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600))
+            .contains(&self.retention_interval)
+        {
+            return invalid("retention_interval", "must be from 1s to 24h");
+        }
         if self.write_queue < MAX_BATCH_LEN {
             return invalid(
                 "write_queue",
@@ -91,6 +116,9 @@ impl Settings {
             path: self.database.clone(),
             read_pool_size: self.read_pool_size,
             write_queue: self.write_queue,
+            synchronous_full: self.synchronous == Synchronous::Full,
+            retention_ms: self.retention_ms(),
+            retention_interval: self.retention_interval,
         }
     }
 }
@@ -146,6 +174,20 @@ mod tests {
         let settings = settings_from(&[("retention", "36h")]).unwrap();
         assert_eq!(settings.retention, Duration::from_secs(36 * 3600));
         assert_eq!(settings.retention_ms(), 36 * 3600 * 1000);
+    }
+
+    #[test]
+    fn synchronous_is_normal_or_full() {
+        assert_eq!(
+            settings_from(&[("synchronous", "full")])
+                .unwrap()
+                .synchronous,
+            Synchronous::Full
+        );
+        let err = settings_from(&[("synchronous", "sometimes")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("synchronous"), "{err}");
     }
 
     #[test]

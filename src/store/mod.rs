@@ -32,6 +32,12 @@ pub struct StoreConfig {
     pub path: PathBuf,
     pub read_pool_size: u32,
     pub write_queue: usize,
+    /// `synchronous=FULL` (sync the WAL at every commit) instead of NORMAL.
+    pub synchronous_full: bool,
+    /// Samples older than this are deleted, in whole hours.
+    pub retention_ms: i64,
+    /// How often the retention task runs.
+    pub retention_interval: Duration,
 }
 
 /// Why a storage operation failed.
@@ -105,7 +111,7 @@ struct Inner {
 impl Store {
     /// Opens the database, creating it and applying migrations as needed.
     pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
-        let mut conn = schema::open_writer(&config.path)?;
+        let mut conn = schema::open_writer(&config.path, config.synchronous_full)?;
         let applied = schema::migrate(&mut conn)?;
         for name in &applied {
             log::info!("applied migration {name} to {}", config.path.display());

@@ -30,7 +30,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens (creating if needed) the connection the writer thread owns.
-pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+pub fn open_writer(path: &Path, synchronous_full: bool) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(|err| StoreError::Open {
         path: path.display().to_string(),
         message: err.to_string(),
@@ -45,8 +45,10 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
             path.display()
         )));
     }
-    // With WAL, NORMAL loses no committed transaction when the process dies.
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // With WAL, NORMAL loses no committed transaction when the process dies;
+    // FULL also syncs the WAL at each commit, for power loss.
+    let synchronous = if synchronous_full { "FULL" } else { "NORMAL" };
+    conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     // Checkpoints run on their own thread (see checkpoint.rs), not in the
     // middle of some request's commit.
