@@ -3,6 +3,7 @@
 
 mod checkpoint;
 mod queries;
+mod retention;
 mod rollups;
 mod schema;
 mod stats;
@@ -21,6 +22,8 @@ pub use stats::{COMMIT_SECONDS_BOUNDS, GROUP_SAMPLES_BOUNDS, HistogramSnapshot, 
 
 use crate::model::{LoadReport, Sample, ServerName, ServerSummary, Timestamp};
 use checkpoint::Checkpointer;
+use retention::RetentionTask;
+pub use retention::{BATCH_SAMPLES as RETENTION_BATCH_SAMPLES, RetentionReport};
 use writer::Writer;
 
 /// How long a read waits for a free pooled connection before giving up.
@@ -103,8 +106,10 @@ pub struct Store {
 
 struct Inner {
     readers: r2d2::Pool<SqliteConnectionManager>,
-    writer: Writer,
+    writer: Arc<Writer>,
     checkpointer: Checkpointer,
+    retention: RetentionTask,
+    retention_ms: i64,
     schema_version: usize,
 }
 
@@ -124,12 +129,19 @@ impl Store {
             .build(manager)?;
         let rewind_wanted = Arc::new(AtomicBool::new(false));
         let checkpointer = Checkpointer::spawn(&config.path, Arc::clone(&rewind_wanted))?;
-        let writer = Writer::spawn(conn, config.write_queue, rewind_wanted)?;
+        let writer = Arc::new(Writer::spawn(conn, config.write_queue, rewind_wanted)?);
+        let retention = RetentionTask::spawn(
+            Arc::clone(&writer),
+            config.retention_ms,
+            config.retention_interval,
+        )?;
         Ok(Store {
             inner: Arc::new(Inner {
                 readers,
                 writer,
                 checkpointer,
+                retention,
+                retention_ms: config.retention_ms,
                 schema_version: MIGRATIONS.len(),
             }),
         })
@@ -194,7 +206,24 @@ impl Store {
     /// Stops checkpointing, commits what is queued, folds the WAL into the
     /// database file and stops the writer. Blocks.
     pub fn close(&self) {
+        self.inner.retention.close();
         self.inner.checkpointer.close();
         self.inner.writer.close();
+    }
+
+    /// Runs a whole retention pass as if the clock said `now`: deletes the
+    /// samples older than the retention period (in whole hours, batch by
+    /// batch) and the servers left without samples. The background task
+    /// does the same every `retention_interval`.
+    pub async fn apply_retention(&self, now: Timestamp) -> Result<RetentionReport, StoreError> {
+        let cutoff = retention::cutoff(now, self.inner.retention_ms);
+        let mut report = RetentionReport::default();
+        loop {
+            let batch = self.inner.writer.retain_batch(cutoff).await?;
+            report.add(&batch);
+            if !batch.more {
+                return Ok(report);
+            }
+        }
     }
 }

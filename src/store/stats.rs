@@ -77,6 +77,8 @@ impl Histogram {
 /// What the writer has done since start-up.
 pub struct WriterStats {
     pub samples_committed: AtomicU64,
+    pub retention_deleted_samples: AtomicU64,
+    pub retention_deleted_servers: AtomicU64,
     pub transactions: AtomicU64,
     pub failed_transactions: AtomicU64,
     pub commit_seconds: Histogram,
@@ -87,6 +89,8 @@ impl Default for WriterStats {
     fn default() -> Self {
         WriterStats {
             samples_committed: AtomicU64::new(0),
+            retention_deleted_samples: AtomicU64::new(0),
+            retention_deleted_servers: AtomicU64::new(0),
             transactions: AtomicU64::new(0),
             failed_transactions: AtomicU64::new(0),
             commit_seconds: Histogram::new(COMMIT_SECONDS_BOUNDS),
@@ -101,6 +105,9 @@ pub struct StoreStats {
     /// Samples accepted but not yet committed.
     pub queued_samples: u64,
     pub samples_committed: u64,
+    /// Samples and servers deleted by retention.
+    pub retention_deleted_samples: u64,
+    pub retention_deleted_servers: u64,
     pub transactions: u64,
     pub failed_transactions: u64,
     /// Time from the start of a group's transaction to its commit.

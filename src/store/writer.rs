@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
+use super::retention::{self, RetentionBatch};
 use super::rollups::{self, RollupDelta, Unsealed, UnsealedChange};
 use super::stats::{StoreStats, WriterStats};
 use super::{StoreError, checkpoint};
-use crate::model::{MINUTE_MS, Sample, ServerName, Timestamp};
+use crate::model::{HOUR_MS, MINUTE_MS, Sample, ServerName, Timestamp};
 
 /// Most samples one transaction takes before it commits, so that the first
 /// request of a long queue does not wait for all the rest.
@@ -34,8 +35,20 @@ enum Job {
     },
     Seal {
         until: Timestamp,
-        reply: oneshot::Sender<Result<bool, StoreError>>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    Retain {
+        cutoff: i64,
+        reply: oneshot::Sender<Result<RetentionBatch, StoreError>>,
+    },
+}
+
+/// What a job did, once its transaction committed.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Done,
+    Deleted(bool),
+    Retained(RetentionBatch),
 }
 
 impl Job {
@@ -43,7 +56,7 @@ impl Job {
     fn weight(&self) -> usize {
         match self {
             Job::Insert { samples, .. } => samples.len(),
-            Job::Delete { .. } | Job::Seal { .. } => 1,
+            Job::Delete { .. } | Job::Seal { .. } | Job::Retain { .. } => 1,
         }
     }
 }
@@ -72,6 +85,7 @@ impl Writer {
             server_ids: ServerIds::default(),
             unsealed,
             stats: Arc::clone(&stats),
+            retention_cursor: 0,
         };
         let (sender, receiver) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -108,10 +122,23 @@ impl Writer {
     pub async fn seal(&self, until: Timestamp) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.submit(Job::Seal { until, reply })?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Deletes one batch of samples before `cutoff` (an hour boundary).
+    pub async fn retain_batch(&self, cutoff: i64) -> Result<RetentionBatch, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Retain { cutoff, reply })?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// `retain_batch` for a plain thread: blocks until the batch committed.
+    pub fn retain_batch_blocking(&self, cutoff: i64) -> Result<RetentionBatch, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Retain { cutoff, reply })?;
         answer
-            .await
+            .blocking_recv()
             .map_err(|_| StoreError::WriterStopped)?
-            .map(|_| ())
     }
 
     /// Samples accepted but not yet committed.
@@ -124,6 +151,8 @@ impl Writer {
         StoreStats {
             queued_samples: self.queued() as u64,
             samples_committed: self.stats.samples_committed.load(Ordering::Relaxed),
+            retention_deleted_samples: self.stats.retention_deleted_samples.load(Ordering::Relaxed),
+            retention_deleted_servers: self.stats.retention_deleted_servers.load(Ordering::Relaxed),
             transactions: self.stats.transactions.load(Ordering::Relaxed),
             failed_transactions: self.stats.failed_transactions.load(Ordering::Relaxed),
             commit_seconds: self.stats.commit_seconds.snapshot(),
@@ -181,6 +210,8 @@ struct State {
     server_ids: ServerIds,
     unsealed: Unsealed,
     stats: Arc<WriterStats>,
+    /// The last server a retention batch finished with.
+    retention_cursor: i64,
 }
 
 /// The thread's loop: wait for a job, take whatever else is queued, commit.
@@ -266,7 +297,7 @@ fn commit_group(state: &mut State, group: Vec<Job>) {
             state.server_ids.clear();
             for job in group {
                 let result = apply_in_transaction(state, std::slice::from_ref(&job))
-                    .map(|outcomes| outcomes.first().copied().unwrap_or(false));
+                    .map(|outcomes| outcomes.first().copied().unwrap_or(Outcome::Done));
                 if result.is_err() {
                     state.server_ids.clear();
                 }
@@ -279,19 +310,29 @@ fn commit_group(state: &mut State, group: Vec<Job>) {
 /// Carries out `jobs` in one transaction and moves the rollup seal if a
 /// minute has ended. For each job, whether it deleted a server (`true` for
 /// the others).
-fn apply_in_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<bool>, StoreError> {
+fn apply_in_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<Outcome>, StoreError> {
     let started = Instant::now();
     let result = run_transaction(state, jobs);
     let stats = &state.stats;
     match &result {
-        Ok(_) => {
+        Ok(outcomes) => {
             let samples: usize = jobs
                 .iter()
                 .map(|job| match job {
                     Job::Insert { samples, .. } => samples.len(),
-                    Job::Delete { .. } | Job::Seal { .. } => 0,
+                    _ => 0,
                 })
                 .sum();
+            for outcome in outcomes {
+                if let Outcome::Retained(batch) = outcome {
+                    stats
+                        .retention_deleted_samples
+                        .fetch_add(batch.samples_deleted, Ordering::Relaxed);
+                    stats
+                        .retention_deleted_servers
+                        .fetch_add(batch.servers_deleted, Ordering::Relaxed);
+                }
+            }
             stats.transactions.fetch_add(1, Ordering::Relaxed);
             stats
                 .samples_committed
@@ -308,13 +349,15 @@ fn apply_in_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<bool>, St
     result
 }
 
-fn run_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<bool>, StoreError> {
+fn run_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<Outcome>, StoreError> {
     let State {
         conn,
         server_ids,
         unsealed,
+        retention_cursor,
         ..
     } = state;
+    let mut cursor = *retention_cursor;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let sealed_until = unsealed.sealed_until();
     let mut delta = RollupDelta::default();
@@ -332,7 +375,7 @@ fn run_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<bool>, StoreEr
                         change.add_sample(server_id, sample);
                     }
                 }
-                true
+                Outcome::Done
             }
             Job::Delete { server, .. } => {
                 // Rollup sums of this server pending in the delta must land
@@ -346,11 +389,24 @@ fn run_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<bool>, StoreEr
                 if let Some(server_id) = deleted {
                     change.forget_server(server_id);
                 }
-                deleted.is_some()
+                Outcome::Deleted(deleted.is_some())
             }
             Job::Seal { until, .. } => {
                 seal_to = seal_to.max(until.floor(MINUTE_MS).millis());
-                true
+                Outcome::Done
+            }
+            Job::Retain { cutoff, .. } => {
+                delta.flush(&tx)?;
+                // Only sealed hours are deleted: their rollups are complete.
+                let cutoff = (*cutoff).min(sealed_until - sealed_until.rem_euclid(HOUR_MS));
+                let (batch, deleted) = retention::delete_batch(&tx, &mut cursor, cutoff)?;
+                for (server_id, _) in &deleted {
+                    change.forget_server(*server_id);
+                }
+                if !deleted.is_empty() {
+                    server_ids.clear();
+                }
+                Outcome::Retained(batch)
             }
         });
     }
@@ -360,6 +416,7 @@ fn run_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<bool>, StoreEr
     delta.flush(&tx)?;
     tx.commit()?;
     unsealed.apply(change);
+    *retention_cursor = cursor;
     Ok(outcomes)
 }
 
@@ -390,15 +447,21 @@ fn insert_sample(
     Ok(server_id)
 }
 
-fn answer(job: Job, result: Result<bool, StoreError>) {
+fn answer(job: Job, result: Result<Outcome, StoreError>) {
     // A requester that went away no longer needs the answer; its data is
     // committed (or not) all the same.
     match job {
-        Job::Insert { reply, .. } => {
+        Job::Insert { reply, .. } | Job::Seal { reply, .. } => {
             let _ = reply.send(result.map(|_| ()));
         }
-        Job::Delete { reply, .. } | Job::Seal { reply, .. } => {
-            let _ = reply.send(result);
+        Job::Delete { reply, .. } => {
+            let _ = reply.send(result.map(|outcome| matches!(outcome, Outcome::Deleted(true))));
+        }
+        Job::Retain { reply, .. } => {
+            let _ = reply.send(result.map(|outcome| match outcome {
+                Outcome::Retained(batch) => batch,
+                _ => RetentionBatch::default(),
+            }));
         }
     }
 }

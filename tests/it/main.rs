@@ -8,6 +8,7 @@ mod support;
 mod batch;
 mod buckets;
 mod errors;
+mod retention;
 mod servers;
 mod storage;
 mod validation;

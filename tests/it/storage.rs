@@ -262,7 +262,7 @@ fn rollups_and_truth(db_path: &std::path::Path, table: &str, width_ms: i64) -> [
     ]
 }
 
-fn assert_rollups_match_samples(db_path: &std::path::Path) {
+pub fn assert_rollups_match_samples(db_path: &std::path::Path) {
     for (table, width) in [("minute_rollups", MINUTE_MS), ("hour_rollups", HOUR_MS)] {
         let [rollups, truth] = rollups_and_truth(db_path, table, width);
         assert!(!truth.is_empty());
