@@ -8,14 +8,14 @@
 //! (by then small) remainder itself between two transactions.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::Connection;
 
 use super::StoreError;
+use super::background::Background;
 use super::schema::BUSY_TIMEOUT;
 
 /// How often the checkpointer looks at the WAL.
@@ -24,82 +24,22 @@ const INTERVAL: Duration = Duration::from_millis(100);
 /// (8,192 pages of 4 KiB: 32 MiB).
 const REWIND_PAGES: i64 = 8_192;
 
-/// The running checkpoint thread.
-pub struct Checkpointer {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Checkpointer {
-    /// Starts checkpointing `path`; sets `rewind_wanted` when the writer
-    /// should run the last checkpoint itself.
-    pub fn spawn(path: &Path, rewind_wanted: Arc<AtomicBool>) -> Result<Checkpointer, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let thread_stop = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("sperform-checkpoint".into())
-            .spawn(move || run(&conn, &thread_stop, &rewind_wanted))
-            .map_err(|err| {
-                StoreError::Setup(format!("cannot start the checkpoint thread: {err}"))
-            })?;
-        Ok(Checkpointer {
-            stop,
-            thread: Mutex::new(Some(thread)),
-        })
-    }
-
-    /// Stops the thread and waits for it.
-    pub fn close(&self) {
-        self.signal_stop();
-        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(thread) = thread
-            && thread.join().is_err()
-        {
-            log::error!("the checkpoint thread panicked");
-        }
-    }
-}
-
-impl Checkpointer {
-    fn signal_stop(&self) {
-        let (stopped, wake) = &*self.stop;
-        if let Ok(mut stopped) = stopped.lock() {
-            *stopped = true;
-            wake.notify_all();
-        }
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        // Without `close`, at least do not leave the thread running.
-        self.signal_stop();
-    }
-}
-
-fn run(conn: &Connection, stop: &(Mutex<bool>, Condvar), rewind_wanted: &AtomicBool) {
-    let (stopped, wake) = stop;
-    loop {
-        {
-            let Ok(guard) = stopped.lock() else { return };
-            let Ok((guard, _)) = wake.wait_timeout_while(guard, INTERVAL, |stopped| !*stopped)
-            else {
-                return;
-            };
-            if *guard {
-                return;
+/// Starts checkpointing `path` on a thread of its own; it sets
+/// `rewind_wanted` when the writer should run the last checkpoint itself.
+pub fn spawn(path: &Path, rewind_wanted: Arc<AtomicBool>) -> Result<Background, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Background::spawn("checkpoint", move |stop| {
+        while !stop.wait(INTERVAL) {
+            match passive_checkpoint(&conn) {
+                Ok(wal_pages) if wal_pages > REWIND_PAGES => {
+                    rewind_wanted.store(true, Ordering::Release)
+                }
+                Ok(_) => {}
+                Err(err) => log::warn!("WAL checkpoint failed (will retry): {err}"),
             }
         }
-        match passive_checkpoint(conn) {
-            Ok(wal_pages) if wal_pages > REWIND_PAGES => {
-                rewind_wanted.store(true, Ordering::Release)
-            }
-            Ok(_) => {}
-            Err(err) => log::warn!("WAL checkpoint failed (will retry): {err}"),
-        }
-    }
+    })
 }
 
 /// Copies what it can of the WAL into the database without blocking anyone;

@@ -1,6 +1,7 @@
 //! Everything that touches SQLite: opening and migrating the database, the
 //! writer thread, the read pool and the queries. Nothing here knows HTTP.
 
+mod background;
 mod checkpoint;
 mod queries;
 mod retention;
@@ -21,8 +22,7 @@ pub use schema::MIGRATIONS;
 pub use stats::{COMMIT_SECONDS_BOUNDS, GROUP_SAMPLES_BOUNDS, HistogramSnapshot, StoreStats};
 
 use crate::model::{LoadReport, Sample, ServerName, ServerSummary, Timestamp};
-use checkpoint::Checkpointer;
-use retention::RetentionTask;
+use background::Background;
 pub use retention::{BATCH_SAMPLES as RETENTION_BATCH_SAMPLES, RetentionReport};
 use writer::Writer;
 
@@ -107,8 +107,8 @@ pub struct Store {
 struct Inner {
     readers: r2d2::Pool<SqliteConnectionManager>,
     writer: Arc<Writer>,
-    checkpointer: Checkpointer,
-    retention: RetentionTask,
+    checkpointer: Background,
+    retention: Background,
     retention_ms: i64,
     schema_version: usize,
 }
@@ -128,9 +128,9 @@ impl Store {
             .connection_timeout(POOL_WAIT)
             .build(manager)?;
         let rewind_wanted = Arc::new(AtomicBool::new(false));
-        let checkpointer = Checkpointer::spawn(&config.path, Arc::clone(&rewind_wanted))?;
+        let checkpointer = checkpoint::spawn(&config.path, Arc::clone(&rewind_wanted))?;
         let writer = Arc::new(Writer::spawn(conn, config.write_queue, rewind_wanted)?);
-        let retention = RetentionTask::spawn(
+        let retention = retention::spawn(
             Arc::clone(&writer),
             config.retention_ms,
             config.retention_interval,

@@ -5,13 +5,13 @@
 //! behind one huge delete; a background thread asks for batches until a
 //! pass is complete. Servers left without samples are deleted too.
 
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Transaction, params};
 
 use super::StoreError;
+use super::background::{Background, Stop};
 use super::writer::Writer;
 use crate::model::{HOUR_MS, Timestamp};
 
@@ -118,99 +118,52 @@ pub fn delete_batch(
     Ok((batch, deleted_servers))
 }
 
-/// The background thread that runs a retention pass every interval.
-pub struct RetentionTask {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl RetentionTask {
-    pub fn spawn(
-        writer: Arc<Writer>,
-        retention_ms: i64,
-        interval: Duration,
-    ) -> Result<RetentionTask, StoreError> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let thread_stop = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("sperform-retention".into())
-            .spawn(move || run(&writer, retention_ms, interval, &thread_stop))
-            .map_err(|err| {
-                StoreError::Setup(format!("cannot start the retention thread: {err}"))
-            })?;
-        Ok(RetentionTask {
-            stop,
-            thread: Mutex::new(Some(thread)),
-        })
-    }
-
-    pub fn close(&self) {
-        self.signal_stop();
-        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(thread) = thread
-            && thread.join().is_err()
-        {
-            log::error!("the retention thread panicked");
-        }
-    }
-
-    fn signal_stop(&self) {
-        let (stopped, wake) = &*self.stop;
-        if let Ok(mut stopped) = stopped.lock() {
-            *stopped = true;
-            wake.notify_all();
-        }
-    }
-}
-
-impl Drop for RetentionTask {
-    fn drop(&mut self) {
-        self.signal_stop();
-    }
-}
-
-/// Waits `interval` (or until stopped); true if it should stop.
-fn wait(stop: &(Mutex<bool>, Condvar), interval: Duration) -> bool {
-    let (stopped, wake) = stop;
-    let Ok(guard) = stopped.lock() else {
-        return true;
-    };
-    match wake.wait_timeout_while(guard, interval, |stopped| !*stopped) {
-        Ok((guard, _)) => *guard,
-        Err(_) => true,
-    }
-}
-
-fn run(writer: &Writer, retention_ms: i64, interval: Duration, stop: &(Mutex<bool>, Condvar)) {
-    while !wait(stop, interval) {
-        let cutoff = cutoff(Timestamp::now(), retention_ms);
-        let mut report = RetentionReport::default();
-        loop {
-            match writer.retain_batch_blocking(cutoff) {
-                Ok(batch) => {
-                    report.add(&batch);
-                    if !batch.more {
-                        break;
-                    }
-                }
-                Err(err) => {
-                    log::warn!("retention stopped early (will retry): {err}");
-                    break;
-                }
-            }
-            if wait(stop, Duration::ZERO) {
+/// Starts the thread that runs a retention pass every `interval`.
+pub fn spawn(
+    writer: Arc<Writer>,
+    retention_ms: i64,
+    interval: Duration,
+) -> Result<Background, StoreError> {
+    Background::spawn("retention", move |stop| {
+        while !stop.wait(interval) {
+            if !run_pass(&writer, retention_ms, stop) {
                 return;
             }
         }
-        if report.samples_deleted > 0 || report.servers_deleted > 0 {
-            log::info!(
-                "retention: deleted {} samples and {} servers older than {} in {} batches",
-                report.samples_deleted,
-                report.servers_deleted,
-                Timestamp::from_millis(cutoff)
-                    .map_or_else(|_| cutoff.to_string(), |t| t.to_string()),
-                report.batches
-            );
+    })
+}
+
+/// One pass, batch by batch; false if told to stop midway.
+fn run_pass(writer: &Writer, retention_ms: i64, stop: &Stop) -> bool {
+    let cutoff = cutoff(Timestamp::now(), retention_ms);
+    let mut report = RetentionReport::default();
+    let mut finished = true;
+    loop {
+        match writer.retain_batch_blocking(cutoff) {
+            Ok(batch) => {
+                report.add(&batch);
+                if !batch.more {
+                    break;
+                }
+            }
+            Err(err) => {
+                log::warn!("retention stopped early (will retry): {err}");
+                break;
+            }
+        }
+        if stop.wait(Duration::ZERO) {
+            finished = false;
+            break;
         }
     }
+    if report.samples_deleted > 0 || report.servers_deleted > 0 {
+        log::info!(
+            "retention: deleted {} samples and {} servers older than {} in {} batches",
+            report.samples_deleted,
+            report.servers_deleted,
+            Timestamp::from_millis(cutoff).map_or_else(|_| cutoff.to_string(), |t| t.to_string()),
+            report.batches
+        );
+    }
+    finished
 }

@@ -65,30 +65,37 @@ impl RollupDelta {
 
     /// Writes the sums out and empties the delta.
     pub fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
-        let mut minute_upsert = tx.prepare_cached(
-            "INSERT INTO minute_rollups (server_id, minute, samples, cpu_sum, ram_sum)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (server_id, minute) DO UPDATE SET
-                 samples = samples + excluded.samples,
-                 cpu_sum = cpu_sum + excluded.cpu_sum,
-                 ram_sum = ram_sum + excluded.ram_sum",
-        )?;
-        for ((server_id, minute), sums) in std::mem::take(&mut self.minutes) {
-            minute_upsert.execute(params![server_id, minute, sums.samples, sums.cpu, sums.ram])?;
-        }
-        let mut hour_upsert = tx.prepare_cached(
-            "INSERT INTO hour_rollups (server_id, hour, samples, cpu_sum, ram_sum)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (server_id, hour) DO UPDATE SET
-                 samples = samples + excluded.samples,
-                 cpu_sum = cpu_sum + excluded.cpu_sum,
-                 ram_sum = ram_sum + excluded.ram_sum",
-        )?;
-        for ((server_id, hour), sums) in std::mem::take(&mut self.hours) {
-            hour_upsert.execute(params![server_id, hour, sums.samples, sums.cpu, sums.ram])?;
-        }
-        Ok(())
+        upsert_all(tx, MINUTE_UPSERT, std::mem::take(&mut self.minutes))?;
+        upsert_all(tx, HOUR_UPSERT, std::mem::take(&mut self.hours))
     }
+}
+
+const MINUTE_UPSERT: &str =
+    "INSERT INTO minute_rollups (server_id, minute, samples, cpu_sum, ram_sum)
+     VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT (server_id, minute) DO UPDATE SET
+         samples = samples + excluded.samples,
+         cpu_sum = cpu_sum + excluded.cpu_sum,
+         ram_sum = ram_sum + excluded.ram_sum";
+
+const HOUR_UPSERT: &str = "INSERT INTO hour_rollups (server_id, hour, samples, cpu_sum, ram_sum)
+     VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT (server_id, hour) DO UPDATE SET
+         samples = samples + excluded.samples,
+         cpu_sum = cpu_sum + excluded.cpu_sum,
+         ram_sum = ram_sum + excluded.ram_sum";
+
+/// Adds each (server, bucket) sum to its rollup row with `upsert`.
+fn upsert_all(
+    tx: &Transaction<'_>,
+    upsert: &str,
+    sums: BTreeMap<(i64, i64), Sums>,
+) -> Result<(), StoreError> {
+    let mut statement = tx.prepare_cached(upsert)?;
+    for ((server_id, bucket), sums) in sums {
+        statement.execute(params![server_id, bucket, sums.samples, sums.cpu, sums.ram])?;
+    }
+    Ok(())
 }
 
 /// The committed samples at or after the seal, summed by server and minute.
