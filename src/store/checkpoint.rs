@@ -21,8 +21,8 @@ use super::schema::BUSY_TIMEOUT;
 /// How often the checkpointer looks at the WAL.
 const INTERVAL: Duration = Duration::from_millis(100);
 /// WAL length, in pages, past which the writer is asked to let it rewind
-/// (8,192 pages of 4 KiB: 32 MiB).
-const REWIND_PAGES: i64 = 8_192;
+/// (4,096 pages of 4 KiB: 16 MiB).
+const REWIND_PAGES: i64 = 4_096;
 
 /// Starts checkpointing `path` on a thread of its own; it sets
 /// `rewind_wanted` when the writer should run the last checkpoint itself.

@@ -16,16 +16,15 @@ pub fn load(
 ) -> Result<Option<LoadReport>, StoreError> {
     // One read transaction, so both views and the seal agree.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-    let server_id: Option<i64> = tx
-        .prepare_cached("SELECT id FROM servers WHERE name = ?1")?
-        .query_row([server.as_str()], |row| row.get(0))
+    let found: Option<(i64, i64)> = tx
+        .prepare_cached(
+            "SELECT id, (SELECT sealed_until FROM rollup_state) FROM servers WHERE name = ?1",
+        )?
+        .query_row([server.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
-    let Some(server_id) = server_id else {
+    let Some((server_id, sealed_until)) = found else {
         return Ok(None);
     };
-    let sealed_until: i64 = tx
-        .prepare_cached("SELECT sealed_until FROM rollup_state")?
-        .query_row([], |row| row.get(0))?;
     // Below `rolled_up` the rollups are complete and hold no sample after
     // `at`; from it up to `at`, raw samples are read.
     let rolled_up = sealed_until.min(at.floor(MINUTE_MS).millis());
@@ -49,18 +48,15 @@ fn minute_buckets(
     rolled_up: i64,
 ) -> Result<Vec<Bucket>, StoreError> {
     let window = BucketWindow::minutes_to(at);
+    // The two parts cover different minutes, so no bucket needs both.
     let mut statement = conn.prepare_cached(
-        "SELECT bucket, sum(n), sum(cpu) / sum(n), sum(ram) / sum(n)
-         FROM (
-             SELECT (minute - :start) / 60000 AS bucket, samples AS n,
-                    cpu_sum AS cpu, ram_sum AS ram
-             FROM minute_rollups
-             WHERE server_id = :server AND minute >= :start AND minute < :rolled_up
-             UNION ALL
-             SELECT (time - :start) / 60000, 1, cpu, ram
-             FROM samples
-             WHERE server_id = :server AND time >= max(:start, :rolled_up) AND time <= :at
-         )
+        "SELECT (minute - :start) / 60000, samples, cpu_sum / samples, ram_sum / samples
+         FROM minute_rollups
+         WHERE server_id = :server AND minute >= :start AND minute < :rolled_up
+         UNION ALL
+         SELECT (time - :start) / 60000 AS bucket, count(*), avg(cpu), avg(ram)
+         FROM samples
+         WHERE server_id = :server AND time >= max(:start, :rolled_up) AND time <= :at
          GROUP BY bucket",
     )?;
     let rows = statement.query(rusqlite::named_params! {
@@ -83,15 +79,17 @@ fn hour_buckets(
 ) -> Result<Vec<Bucket>, StoreError> {
     let window = BucketWindow::hours_to(at);
     let rolled_up_hours = rolled_up - rolled_up.rem_euclid(HOUR_MS);
+    // Whole rolled-up hours stand alone; the hours from `rolled_up_hours`
+    // on may mix minute rollups and raw samples, so those are grouped.
     let mut statement = conn.prepare_cached(
-        "SELECT bucket, sum(n), sum(cpu) / sum(n), sum(ram) / sum(n)
+        "SELECT (hour - :start) / 3600000, samples, cpu_sum / samples, ram_sum / samples
+         FROM hour_rollups
+         WHERE server_id = :server AND hour >= :start AND hour < :rolled_up_hours
+         UNION ALL
+         SELECT bucket, sum(n), sum(cpu) / sum(n), sum(ram) / sum(n)
          FROM (
-             SELECT (hour - :start) / 3600000 AS bucket, samples AS n,
+             SELECT (minute - :start) / 3600000 AS bucket, samples AS n,
                     cpu_sum AS cpu, ram_sum AS ram
-             FROM hour_rollups
-             WHERE server_id = :server AND hour >= :start AND hour < :rolled_up_hours
-             UNION ALL
-             SELECT (minute - :start) / 3600000, samples, cpu_sum, ram_sum
              FROM minute_rollups
              WHERE server_id = :server AND minute >= max(:start, :rolled_up_hours)
                    AND minute < :rolled_up

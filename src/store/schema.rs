@@ -53,8 +53,9 @@ pub fn open_writer(path: &Path, synchronous_full: bool) -> Result<Connection, St
     // Checkpoints run on their own thread (see checkpoint.rs), not in the
     // middle of some request's commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    // Once rewound, a WAL grown long under load is cut back to 64 MiB.
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    // Once rewound, a WAL grown long under load is cut back to 16 MiB, so
+    // it does not keep its peak size on disk.
+    conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
     // Keep the hot pages of the tables being appended to in memory.
     conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     Ok(conn)
