@@ -1,12 +1,15 @@
 //! The daemon's settings, read from the same figment as Rocket's own
 //! (`Rocket.toml` profiles, then `ROCKET_*` environment variables).
 
+use std::fmt::{self, Write as _};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rocket::figment::Figment;
 use rocket::figment::providers::{Env, Format, Serialized, Toml};
+use rocket::figment::{Figment, Profile};
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
+use subtle::ConstantTimeEq;
 
 use crate::model::MAX_BATCH_LEN;
 use crate::store::StoreConfig;
@@ -30,7 +33,110 @@ pub struct Settings {
     pub write_queue: usize,
     /// How hard a commit is pushed to disk before its `204`.
     pub synchronous: Synchronous,
+    /// Bearer token that `POST` and `DELETE` requests must carry, if set.
+    pub ingest_token: Option<Token>,
+    /// Bearer token that reads of data (`GET` of servers, loads, metrics)
+    /// must carry, if set.
+    pub read_token: Option<Token>,
 }
+
+/// A bearer token from the configuration. `Debug` never shows it, and
+/// `matches` takes the same time wherever a guess first differs from it.
+#[derive(Clone)]
+pub struct Token(String);
+
+/// Shortest token accepted: a shorter one could be guessed.
+pub const MIN_TOKEN_LEN: usize = 16;
+/// Longest token accepted, so that it fits in any HTTP header.
+pub const MAX_TOKEN_LEN: usize = 1024;
+
+impl Token {
+    pub fn new(text: impl Into<String>) -> Token {
+        Token(text.into())
+    }
+
+    /// Whether `presented` is this token. The time taken depends only on
+    /// the lengths of the two, never on their contents, so a client cannot
+    /// find the token byte by byte by timing failed attempts.
+    pub fn matches(&self, presented: &str) -> bool {
+        let expected = self.0.as_bytes();
+        let presented = presented.as_bytes();
+        let same_length = (expected.len() as u64).ct_eq(&(presented.len() as u64));
+        let mut same_bytes = subtle::Choice::from(1);
+        for (index, byte) in expected.iter().enumerate() {
+            // Beyond the end of a shorter guess compare with 0: the loop
+            // always runs over the whole token.
+            let guess = presented.get(index).copied().unwrap_or(0);
+            same_bytes &= byte.ct_eq(&guess);
+        }
+        bool::from(same_length & same_bytes)
+    }
+
+    fn check(&self) -> Result<(), &'static str> {
+        let length = self.0.chars().count();
+        if !(MIN_TOKEN_LEN..=MAX_TOKEN_LEN).contains(&length) {
+            return Err("must be 16 to 1024 characters long");
+        }
+        if !self.0.bytes().all(|byte| byte.is_ascii_graphic()) {
+            return Err("may only hold visible ASCII characters (no spaces)");
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Token) -> bool {
+        self.matches(&other.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Token {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TokenVisitor;
+
+        impl Visitor<'_> for TokenVisitor {
+            type Value = Token;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a token string")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Token, E> {
+                Ok(Token(text.to_owned()))
+            }
+
+            // `ROCKET_*` values that look like numbers or booleans arrive
+            // parsed, and turning them back into text could change them
+            // (`0123` is read as 123): refuse them rather than guess.
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Token, E> {
+                Err(E::custom(NOT_TEXT))
+            }
+
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Token, E> {
+                Err(E::custom(NOT_TEXT))
+            }
+
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Token, E> {
+                Err(E::custom(NOT_TEXT))
+            }
+
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Token, E> {
+                Err(E::custom(NOT_TEXT))
+            }
+        }
+
+        deserializer.deserialize_any(TokenVisitor)
+    }
+}
+
+const NOT_TEXT: &str = "a token must be text; a value that reads as a number or a boolean \
+     (such as one of digits only) must be quoted, e.g. ROCKET_INGEST_TOKEN='\"0123...\"'";
 
 /// SQLite's `synchronous` setting for the write connection (WAL mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -45,6 +151,15 @@ pub enum Synchronous {
     Full,
 }
 
+impl fmt::Display for Synchronous {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Synchronous::Normal => "normal",
+            Synchronous::Full => "full",
+        })
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -54,6 +169,8 @@ impl Default for Settings {
             retention_interval: Duration::from_secs(60),
             write_queue: 100_000,
             synchronous: Synchronous::Normal,
+            ingest_token: None,
+            read_token: None,
         }
     }
 }
@@ -104,7 +221,37 @@ impl Settings {
                 "must be at least 10000, so that one full batch fits",
             );
         }
+        for (key, token) in [
+            ("ingest_token", &self.ingest_token),
+            ("read_token", &self.read_token),
+        ] {
+            if let Some(Err(message)) = token.as_ref().map(Token::check) {
+                return invalid(key, message);
+            }
+        }
         Ok(())
+    }
+
+    /// `key  value` lines of sperform's settings as they are in force;
+    /// tokens appear only as `set` or `not set`.
+    pub fn describe(&self) -> String {
+        let set = |token: &Option<Token>| if token.is_some() { "set" } else { "not set" };
+        describe_lines(&[
+            ("database", self.database.display().to_string()),
+            ("read_pool_size", self.read_pool_size.to_string()),
+            (
+                "retention",
+                humantime::format_duration(self.retention).to_string(),
+            ),
+            (
+                "retention_interval",
+                humantime::format_duration(self.retention_interval).to_string(),
+            ),
+            ("write_queue", self.write_queue.to_string()),
+            ("synchronous", self.synchronous.to_string()),
+            ("ingest_token", set(&self.ingest_token).to_owned()),
+            ("read_token", set(&self.read_token).to_owned()),
+        ])
     }
 
     pub fn retention_ms(&self) -> i64 {
@@ -121,6 +268,81 @@ impl Settings {
             retention_interval: self.retention_interval,
         }
     }
+}
+
+/// Everything start-up reads from the configuration: Rocket's settings and
+/// sperform's, both checked.
+#[derive(Debug)]
+pub struct Effective {
+    pub rocket: rocket::Config,
+    pub settings: Settings,
+}
+
+impl Effective {
+    /// Reads and checks Rocket's keys and sperform's, as start-up does,
+    /// without touching the database.
+    pub fn from_figment(figment: &Figment) -> Result<Effective, ConfigError> {
+        // Check Rocket's own keys here: Rocket itself would abort the
+        // process on a bad one.
+        let rocket = rocket::Config::try_from(figment).map_err(Box::new)?;
+        let settings = Settings::from_figment(figment)?;
+        Ok(Effective { rocket, settings })
+    }
+
+    /// `key  value` lines of every setting in force, Rocket's first; no
+    /// secrets.
+    pub fn describe(&self) -> String {
+        let rocket = &self.rocket;
+        let seconds = |n: u32| format!("{n}s");
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+        let mut lines = vec![
+            ("profile", rocket.profile.to_string()),
+            ("address", rocket.address.to_string()),
+            ("port", rocket.port.to_string()),
+            ("workers", rocket.workers.to_string()),
+            ("log_level", rocket.log_level.to_string()),
+            ("shutdown.grace", seconds(rocket.shutdown.grace)),
+            ("shutdown.mercy", seconds(rocket.shutdown.mercy)),
+        ];
+        #[cfg(feature = "tls")]
+        lines.push((
+            "tls",
+            if rocket.tls_enabled() { "on" } else { "off" }.to_owned(),
+        ));
+        describe_lines(&lines) + &self.settings.describe()
+    }
+}
+
+/// Where the configuration comes from and what it holds, for `--help`.
+pub const CONFIG_HELP: &str = "\
+Configuration, later sources winning:
+  1. built-in defaults (127.0.0.1:8080, database sperform.db);
+  2. Rocket.toml in the working directory, or the file ROCKET_CONFIG names,
+     with [default], [debug] and [release] tables (ROCKET_PROFILE picks one;
+     a release build uses release);
+  3. ROCKET_<KEY> environment variables, e.g. ROCKET_PORT=9000.
+
+Keys: address, port, log_level (off|critical|normal|debug), workers,
+shutdown.grace and shutdown.mercy (seconds; ROCKET_SHUTDOWN='{grace=5}'),
+limits and tls as Rocket documents them; and sperform's own:
+  database            SQLite file, created on first start [sperform.db]
+  read_pool_size      read connections, 1 to 256 [8]
+  retention           how long samples are kept, at least 24h [7d]
+  retention_interval  how often expired samples are deleted [1m]
+  write_queue         samples waiting for the writer before 503 [100000]
+  synchronous         normal (survives a crash) or full (power loss) [normal]
+  ingest_token        bearer token required for POST and DELETE [none]
+  read_token          bearer token required to read data and /metrics [none]
+
+`sperform check-config` prints the settings in force without starting.";
+
+/// Aligned `key  value` lines.
+fn describe_lines(lines: &[(&str, String)]) -> String {
+    let mut text = String::new();
+    for (key, value) in lines {
+        let _ = writeln!(text, "{key:<20}{value}");
+    }
+    text
 }
 
 /// Defaults that differ from Rocket's own: sperform listens on
@@ -141,6 +363,10 @@ pub fn figment() -> Figment {
         }))
         .merge(Toml::file(Env::var_or("ROCKET_CONFIG", "Rocket.toml")).nested())
         .merge(Env::prefixed("ROCKET_").ignore(&["PROFILE"]).global())
+        .select(Profile::from_env_or(
+            "ROCKET_PROFILE",
+            rocket::Config::DEFAULT_PROFILE,
+        ))
 }
 
 fn duration_from_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -188,6 +414,70 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("synchronous"), "{err}");
+    }
+
+    #[test]
+    fn tokens_match_only_themselves() {
+        let token = Token::new("s3cret-token-0123456789");
+        assert!(token.matches("s3cret-token-0123456789"));
+        for guess in [
+            "",
+            "s3cret",
+            "s3cret-token-012345678",
+            "s3cret-token-01234567890",
+            "S3cret-token-0123456789",
+        ] {
+            assert!(!token.matches(guess), "{guess}");
+        }
+    }
+
+    #[test]
+    fn tokens_never_show_in_debug_output() {
+        let settings = settings_from(&[
+            ("ingest_token", "ingest-token-0123456789"),
+            ("read_token", "read-token-0123456789ab"),
+        ])
+        .unwrap();
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("0123456789"), "{debug}");
+        let described = settings.describe();
+        assert!(
+            described.contains("ingest_token        set\n"),
+            "{described}"
+        );
+        assert!(!described.contains("0123456789"), "{described}");
+        assert!(
+            Settings::default()
+                .describe()
+                .contains("read_token          not set\n")
+        );
+    }
+
+    #[test]
+    fn tokens_must_be_long_visible_text() {
+        for (value, expected) in [
+            ("short", "16 to 1024"),
+            ("", "16 to 1024"),
+            ("with a space in the middle", "visible ASCII"),
+        ] {
+            let err = settings_from(&[("read_token", value)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`read_token`") && err.contains(expected),
+                "{err}"
+            );
+        }
+        // What a `ROCKET_INGEST_TOKEN` of digits only becomes in the figment.
+        let err = Settings::from_figment(
+            &Figment::new().merge(("ingest_token", 1234567890123456789_u64)),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("must be quoted") && err.contains("ingest_token"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub struct ApiError {
     pub message: String,
     retry_after: Option<u32>,
     allow: Option<String>,
+    www_authenticate: Option<String>,
 }
 
 impl ApiError {
@@ -29,6 +30,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             allow: None,
+            www_authenticate: None,
         }
     }
 
@@ -49,6 +51,15 @@ impl ApiError {
         ApiError {
             retry_after: Some(RETRY_AFTER_SECONDS),
             ..Self::new(Status::ServiceUnavailable, message)
+        }
+    }
+
+    /// A `401` with the `WWW-Authenticate` challenge that says how to
+    /// authenticate.
+    pub fn unauthorized(message: impl Into<String>, challenge: impl Into<String>) -> Self {
+        ApiError {
+            www_authenticate: Some(challenge.into()),
+            ..Self::new(Status::Unauthorized, message)
         }
     }
 
@@ -106,6 +117,9 @@ impl<'r> Responder<'r, 'static> for ApiError {
         }
         if let Some(allow) = self.allow {
             response.header(Header::new("Allow", allow));
+        }
+        if let Some(challenge) = self.www_authenticate {
+            response.header(Header::new("WWW-Authenticate", challenge));
         }
         response.ok()
     }

@@ -5,14 +5,19 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod lifecycle;
 pub mod model;
 pub mod store;
 
-use rocket::fairing::AdHoc;
+use std::time::Duration;
+
+use rocket::config::LogLevel;
 use rocket::figment::Figment;
 use rocket::{Build, Rocket};
 
-use config::{ConfigError, Settings};
+use api::HttpStats;
+use config::{ConfigError, Effective};
+use lifecycle::Drain;
 use store::{Store, StoreError};
 
 /// Why the daemon could not be assembled.
@@ -20,8 +25,6 @@ use store::{Store, StoreError};
 pub enum StartupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("configuration error: {0}")]
-    Rocket(Box<rocket::figment::Error>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -29,31 +32,45 @@ pub enum StartupError {
 /// Builds the daemon from `figment`: checks the configuration, opens (and
 /// if need be creates and migrates) the database, mounts the API.
 pub fn build(figment: Figment) -> Result<Rocket<Build>, StartupError> {
-    // Check Rocket's own keys first: Rocket would abort the process on them.
-    rocket::Config::try_from(&figment).map_err(|err| StartupError::Rocket(Box::new(err)))?;
-    let rocket = rocket::custom(figment);
-    let settings = Settings::from_figment(rocket.figment())?;
+    let Effective { settings, rocket } = Effective::from_figment(&figment)?;
+    // Creating the Rocket installs its logger at level `normal` until
+    // ignition applies `log_level`: like Rocket's own launch lines, the
+    // start-up lines below (settings, migrations) show at every level but
+    // `off`.
+    let app = rocket::custom(figment);
+    if rocket.log_level == LogLevel::Off {
+        log::set_max_level(log::LevelFilter::Off);
+    }
     let store = Store::open(&settings.store_config())?;
     log::info!(
-        "database {} open (schema version {}), retention {}, read pool {}, write queue {}",
+        "database {} open (schema version {}), synchronous {}, retention {} (checked every {}), \
+         read pool {}, write queue {}, ingest token {}, read token {}",
         settings.database.display(),
         store.schema_version(),
+        settings.synchronous,
         humantime::format_duration(settings.retention),
+        humantime::format_duration(settings.retention_interval),
         settings.read_pool_size,
         settings.write_queue,
+        set_or_not(settings.ingest_token.is_some()),
+        set_or_not(settings.read_token.is_some()),
     );
-    Ok(rocket
+    let http_stats = HttpStats::default();
+    let grace = Duration::from_secs(rocket.shutdown.grace.into());
+    let drain = Drain::new(store.clone(), http_stats.clone(), grace);
+    Ok(app
         .manage(store)
         .manage(settings)
+        .manage(http_stats.clone())
+        .manage(drain)
+        .attach(api::RequestTelemetry::new(http_stats))
         .mount("/api/v1", api::v1_routes())
         .mount("/", api::root_routes())
         .register("/", api::catchers())
-        .attach(AdHoc::on_shutdown("Commit queued samples", |rocket| {
-            Box::pin(async move {
-                if let Some(store) = rocket.state::<Store>().cloned() {
-                    // Joining the writer blocks; keep it off the executor.
-                    let _ = rocket::tokio::task::spawn_blocking(move || store.close()).await;
-                }
-            })
-        })))
+        .attach(lifecycle::readiness())
+        .attach(Drain::fairing()))
+}
+
+fn set_or_not(set: bool) -> &'static str {
+    if set { "set" } else { "not set" }
 }

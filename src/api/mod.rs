@@ -1,11 +1,16 @@
 //! The HTTP API: one module per resource, thin handlers that parse input
 //! into model types, make one call into the store and shape the answer.
 
+pub mod auth;
 mod catchers;
 mod health;
+pub mod metrics;
 mod samples;
 mod servers;
+pub mod telemetry;
 pub mod wire;
+
+pub use telemetry::{HttpStats, RequestTelemetry};
 
 use rocket::data::{Data, ToByteUnit};
 use rocket::http::Status;
@@ -26,11 +31,11 @@ pub fn v1_routes() -> Vec<Route> {
 
 /// Routes mounted at `/`.
 pub fn root_routes() -> Vec<Route> {
-    rocket::routes![health::health]
+    rocket::routes![health::health, metrics::metrics]
 }
 
 pub fn catchers() -> Vec<Catcher> {
-    rocket::catchers![catchers::default_catcher]
+    rocket::catchers![catchers::default_catcher, auth::unauthorized]
 }
 
 /// Reads a whole request body, refusing one larger than `limit_bytes`

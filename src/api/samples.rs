@@ -4,6 +4,7 @@ use rocket::State;
 use rocket::data::Data;
 use rocket::response::status::NoContent;
 
+use super::auth::Ingest;
 use super::{read_body, wire};
 use crate::config::Settings;
 use crate::error::ApiError;
@@ -17,6 +18,7 @@ pub const BATCH_BODY_LIMIT: u64 = 4 * 1024 * 1024;
 
 #[rocket::post("/servers/<name>/samples", data = "<body>")]
 pub async fn post_sample(
+    _auth: Ingest,
     name: &str,
     body: Data<'_>,
     store: &State<Store>,
@@ -31,6 +33,7 @@ pub async fn post_sample(
 
 #[rocket::post("/samples", data = "<body>")]
 pub async fn post_batch(
+    _auth: Ingest,
     body: Data<'_>,
     store: &State<Store>,
     settings: &State<Settings>,

@@ -4,6 +4,7 @@ use rocket::State;
 use rocket::response::status::NoContent;
 use rocket::serde::json::Json;
 
+use super::auth::{Ingest, Read};
 use super::blocking;
 use super::wire::{self, LoadBody, ServerBody};
 use crate::error::ApiError;
@@ -11,7 +12,7 @@ use crate::model::{ServerName, Timestamp};
 use crate::store::Store;
 
 #[rocket::get("/servers")]
-pub async fn list(store: &State<Store>) -> Result<Json<Vec<ServerBody>>, ApiError> {
+pub async fn list(_auth: Read, store: &State<Store>) -> Result<Json<Vec<ServerBody>>, ApiError> {
     let store = store.inner().clone();
     let servers = blocking(move || store.servers()).await?;
     Ok(Json(servers.into_iter().map(ServerBody::from).collect()))
@@ -19,6 +20,7 @@ pub async fn list(store: &State<Store>) -> Result<Json<Vec<ServerBody>>, ApiErro
 
 #[rocket::get("/servers/<name>/load?<at>")]
 pub async fn load(
+    _auth: Read,
     name: &str,
     at: Option<&str>,
     store: &State<Store>,
@@ -36,7 +38,11 @@ pub async fn load(
 }
 
 #[rocket::delete("/servers/<name>")]
-pub async fn delete(name: &str, store: &State<Store>) -> Result<NoContent, ApiError> {
+pub async fn delete(
+    _auth: Ingest,
+    name: &str,
+    store: &State<Store>,
+) -> Result<NoContent, ApiError> {
     let server = ServerName::parse(name)?;
     if store.delete_server(server.clone()).await? {
         Ok(NoContent)

@@ -5,13 +5,17 @@
 
 mod support;
 
+mod auth;
 mod batch;
 mod buckets;
+mod cli;
 mod errors;
+mod metrics;
 mod retention;
 mod servers;
 mod storage;
 mod validation;
 
 mod daemon;
+mod lifecycle;
 mod testgen;
