@@ -4,14 +4,13 @@ use rocket::State;
 use rocket::http::Status;
 use rocket::serde::json::Json;
 
-use super::blocking;
 use super::wire::HealthBody;
+use crate::error::ApiError;
 use crate::store::Store;
 
 #[rocket::get("/health")]
 pub async fn health(store: &State<Store>) -> (Status, Json<HealthBody>) {
-    let store = store.inner().clone();
-    match blocking(move || store.check()).await {
+    match store.check().await {
         Ok(()) => (
             Status::Ok,
             Json(HealthBody {
@@ -23,7 +22,7 @@ pub async fn health(store: &State<Store>) -> (Status, Json<HealthBody>) {
             Status::ServiceUnavailable,
             Json(HealthBody {
                 status: "unavailable",
-                reason: Some(err.message),
+                reason: Some(ApiError::from(err).message),
             }),
         ),
     }

@@ -2,15 +2,12 @@
 //! exposition format, version 0.0.4.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
 use rocket::State;
 use rocket::http::ContentType;
 
 use super::auth::Read;
-use super::blocking;
 use super::telemetry::{HttpSnapshot, HttpStats};
-use crate::config::Settings;
 use crate::error::ApiError;
 use crate::store::{HistogramSnapshot, Store, StoreStats};
 
@@ -18,7 +15,7 @@ use crate::store::{HistogramSnapshot, Store, StoreStats};
 #[derive(Debug, Clone)]
 pub struct MetricsSnapshot {
     pub store: StoreStats,
-    pub servers: usize,
+    pub servers: u64,
     pub database_bytes: u64,
     pub wal_bytes: u64,
     pub http: HttpSnapshot,
@@ -28,21 +25,11 @@ pub struct MetricsSnapshot {
 pub async fn metrics(
     _auth: Read,
     store: &State<Store>,
-    settings: &State<Settings>,
     http: &State<HttpStats>,
 ) -> Result<(ContentType, String), ApiError> {
     let stats = store.stats();
-    let store = store.inner().clone();
-    let database = settings.database.clone();
-    let (servers, database_bytes, wal_bytes) = blocking(move || {
-        let servers = store.servers()?.len();
-        Ok((
-            servers,
-            file_size(&database),
-            file_size(&wal_path(&database)),
-        ))
-    })
-    .await?;
+    let servers = store.server_count().await?;
+    let (database_bytes, wal_bytes) = store.file_sizes().await?;
     let snapshot = MetricsSnapshot {
         store: stats,
         servers,
@@ -91,7 +78,7 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
     #[rustfmt::skip]
     let gauges = [
         ("sperform_write_queue_samples", "Samples accepted and waiting for the writer.", stats.queued_samples),
-        ("sperform_servers", "Servers known to the database.", snapshot.servers as u64),
+        ("sperform_servers", "Servers known to the database.", snapshot.servers),
         ("sperform_database_bytes", "Size of the database file.", snapshot.database_bytes),
         ("sperform_database_wal_bytes", "Size of the database's write-ahead log (0 if absent).", snapshot.wal_bytes),
         ("sperform_http_requests_in_flight", "HTTP requests received and not yet answered.", snapshot.http.in_flight),
@@ -139,18 +126,6 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
         out.histogram(name, &[("route", route)], histogram);
     }
     out.text
-}
-
-/// The path of the database's write-ahead log: SQLite appends `-wal`.
-pub fn wal_path(database: &Path) -> PathBuf {
-    let mut path = database.as_os_str().to_owned();
-    path.push("-wal");
-    PathBuf::from(path)
-}
-
-/// 0 for a file that does not exist (a WAL between checkpoints may not).
-fn file_size(path: &Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |metadata| metadata.len())
 }
 
 /// Builds exposition text line by line.
@@ -241,13 +216,5 @@ mod tests {
             r#"{a="x\"y",b="back\\slash\nline"}"#
         );
         assert_eq!(escape_help("one\ntwo \\"), r"one\ntwo \\");
-    }
-
-    #[test]
-    fn the_wal_is_beside_the_database() {
-        assert_eq!(
-            wal_path(Path::new("/var/lib/sperform/sperform.db")),
-            PathBuf::from("/var/lib/sperform/sperform.db-wal")
-        );
     }
 }

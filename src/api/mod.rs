@@ -57,22 +57,3 @@ async fn read_body(data: Data<'_>, limit_bytes: u64) -> Result<Vec<u8>, ApiError
     }
     Ok(body.into_inner())
 }
-
-/// Runs blocking database work on Rocket's blocking thread pool, never on
-/// the async executor threads.
-async fn blocking<T, F>(work: F) -> Result<T, ApiError>
-where
-    F: FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
-    T: Send + 'static,
-{
-    match rocket::tokio::task::spawn_blocking(work).await {
-        Ok(result) => Ok(result?),
-        Err(err) => {
-            log::error!("a database task failed: {err}");
-            Err(ApiError::new(
-                Status::InternalServerError,
-                "the request failed inside the daemon; see its log",
-            ))
-        }
-    }
-}

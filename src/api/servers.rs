@@ -5,7 +5,6 @@ use rocket::response::status::NoContent;
 use rocket::serde::json::Json;
 
 use super::auth::{Ingest, Read};
-use super::blocking;
 use super::wire::{self, LoadBody, ServerBody};
 use crate::error::ApiError;
 use crate::model::{ServerName, Timestamp};
@@ -13,8 +12,7 @@ use crate::store::Store;
 
 #[rocket::get("/servers")]
 pub async fn list(_auth: Read, store: &State<Store>) -> Result<Json<Vec<ServerBody>>, ApiError> {
-    let store = store.inner().clone();
-    let servers = blocking(move || store.servers()).await?;
+    let servers = store.servers().await?;
     Ok(Json(servers.into_iter().map(ServerBody::from).collect()))
 }
 
@@ -30,9 +28,7 @@ pub async fn load(
         Some(text) => wire::parse_time_param(text)?,
         None => Timestamp::now(),
     };
-    let store = store.inner().clone();
-    let lookup = server.clone();
-    let report = blocking(move || store.load(&lookup, at)).await?;
+    let report = store.load(server.clone(), at).await?;
     let report = report.ok_or_else(|| unknown_server(&server))?;
     Ok(Json(LoadBody::from(&report)))
 }

@@ -10,7 +10,7 @@ mod schema;
 mod stats;
 mod writer;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -25,6 +25,13 @@ use crate::model::{LoadReport, Sample, ServerName, ServerSummary, Timestamp};
 use background::Background;
 pub use retention::{BATCH_SAMPLES as RETENTION_BATCH_SAMPLES, RetentionReport};
 use writer::Writer;
+
+/// The path of the database's write-ahead log: SQLite appends `-wal`.
+pub fn wal_path(database: &Path) -> PathBuf {
+    let mut path = database.as_os_str().to_owned();
+    path.push("-wal");
+    PathBuf::from(path)
+}
 
 /// How long a read waits for a free pooled connection before giving up.
 const POOL_WAIT: Duration = Duration::from_secs(5);
@@ -64,6 +71,8 @@ pub enum StoreError {
     QueueFull,
     #[error("the writer has stopped")]
     WriterStopped,
+    #[error("a database task failed: {0}")]
+    Task(String),
 }
 
 impl StoreError {
@@ -105,7 +114,9 @@ pub struct Store {
 }
 
 struct Inner {
+    path: PathBuf,
     readers: r2d2::Pool<SqliteConnectionManager>,
+    reads: tokio::sync::Semaphore,
     writer: Arc<Writer>,
     checkpointer: Background,
     retention: Background,
@@ -137,7 +148,9 @@ impl Store {
         )?;
         Ok(Store {
             inner: Arc::new(Inner {
+                path: config.path.clone(),
                 readers,
+                reads: tokio::sync::Semaphore::new(config.read_pool_size as usize),
                 writer,
                 checkpointer,
                 retention,
@@ -168,29 +181,65 @@ impl Store {
     }
 
     /// The minute and hour averages of `server` up to `at`, or `None` for a
-    /// server never seen. Blocks: call from a blocking thread.
-    pub fn load(
+    /// server never seen.
+    pub async fn load(
         &self,
-        server: &ServerName,
+        server: ServerName,
         at: Timestamp,
     ) -> Result<Option<LoadReport>, StoreError> {
-        let mut conn = self.inner.readers.get()?;
-        queries::load(&mut conn, server, at)
+        self.read(move |conn| queries::load(conn, &server, at))
+            .await
     }
 
-    /// Every known server, sorted by name. Blocks.
-    pub fn servers(&self) -> Result<Vec<ServerSummary>, StoreError> {
-        let conn = self.inner.readers.get()?;
-        queries::servers(&conn)
+    /// Every known server, sorted by name.
+    pub async fn servers(&self) -> Result<Vec<ServerSummary>, StoreError> {
+        self.read(|conn| queries::servers(conn)).await
     }
 
-    /// Checks that the writer runs and the database answers a query. Blocks.
-    pub fn check(&self) -> Result<(), StoreError> {
+    /// How many servers are known.
+    pub async fn server_count(&self) -> Result<u64, StoreError> {
+        self.read(|conn| queries::server_count(conn)).await
+    }
+
+    /// Checks that the writer runs and the database answers a query.
+    pub async fn check(&self) -> Result<(), StoreError> {
         if !self.inner.writer.is_running() {
             return Err(StoreError::WriterStopped);
         }
-        let conn = self.inner.readers.get()?;
-        queries::ping(&conn)
+        self.read(|conn| queries::ping(conn)).await
+    }
+
+    /// Sizes in bytes of the database file and of its WAL (0 if absent).
+    pub async fn file_sizes(&self) -> Result<(u64, u64), StoreError> {
+        let path = self.inner.path.clone();
+        // A file that does not exist (a WAL after a clean stop) is 0.
+        let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
+        tokio::task::spawn_blocking(move || (size(&path), size(&wal_path(&path))))
+            .await
+            .map_err(|err| StoreError::Task(err.to_string()))
+    }
+
+    /// Runs `work` with a pooled read connection on a blocking thread, never
+    /// on the async executor. At most `read_pool_size` run at once; the rest
+    /// wait here as futures, not as threads parked on the pool.
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let _permit = self
+            .inner
+            .reads
+            .acquire()
+            .await
+            .map_err(|err| StoreError::Task(err.to_string()))?;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = store.inner.readers.get()?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|err| StoreError::Task(err.to_string()))?
     }
 
     /// Samples accepted but not yet committed.
@@ -225,5 +274,18 @@ impl Store {
                 return Ok(report);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wal_is_beside_the_database() {
+        assert_eq!(
+            wal_path(Path::new("/var/lib/sperform/sperform.db")),
+            PathBuf::from("/var/lib/sperform/sperform.db-wal")
+        );
     }
 }

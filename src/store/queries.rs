@@ -159,6 +159,13 @@ pub fn servers(conn: &Connection) -> Result<Vec<ServerSummary>, StoreError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+pub fn server_count(conn: &Connection) -> Result<u64, StoreError> {
+    let count: i64 = conn
+        .prepare_cached("SELECT count(*) FROM servers")?
+        .query_row([], |row| row.get(0))?;
+    Ok(count.unsigned_abs())
+}
+
 pub fn ping(conn: &Connection) -> Result<(), StoreError> {
     conn.prepare_cached("SELECT count(*) FROM (SELECT 1 FROM servers LIMIT 1)")?
         .query_row([], |_| Ok(()))?;

@@ -1,7 +1,6 @@
-//! Counters the writer keeps about its own work, for self-metrics. Lock-free
-//! so that recording costs the writer next to nothing.
+//! Counters the writer keeps about its own work, for self-metrics.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Upper bounds of the commit-latency buckets, in seconds.
 pub const COMMIT_SECONDS_BOUNDS: &[f64] = &[
@@ -12,16 +11,8 @@ pub const GROUP_SAMPLES_BOUNDS: &[f64] = &[
     1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0,
 ];
 
-/// A histogram with fixed bucket bounds.
-pub struct Histogram {
-    bounds: &'static [f64],
-    /// One count per bound, plus one for values above the last.
-    counts: Vec<AtomicU64>,
-    /// Sum of the observed values, as f64 bits.
-    sum: AtomicU64,
-}
-
-/// A copy of a histogram at one moment: per-bucket (not cumulative) counts.
+/// A histogram with fixed bucket bounds: per-bucket (not cumulative)
+/// counts, the last one for values above the last bound.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistogramSnapshot {
     pub bounds: &'static [f64],
@@ -30,72 +21,79 @@ pub struct HistogramSnapshot {
 }
 
 impl HistogramSnapshot {
-    pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-}
-
-impl Histogram {
     pub fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
+        HistogramSnapshot {
             bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum: AtomicU64::new(0f64.to_bits()),
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
         }
     }
 
-    pub fn observe(&self, value: f64) {
+    pub fn observe(&mut self, value: f64) {
         let index = self
             .bounds
             .iter()
             .position(|bound| value <= *bound)
             .unwrap_or(self.bounds.len());
-        if let Some(count) = self.counts.get(index) {
-            count.fetch_add(1, Ordering::Relaxed);
+        if let Some(count) = self.counts.get_mut(index) {
+            *count += 1;
         }
-        // Only the writer thread observes, but stay correct if that changes.
-        let _ = self
-            .sum
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                Some((f64::from_bits(bits) + value).to_bits())
-            });
+        self.sum += value;
     }
 
-    pub fn snapshot(&self) -> HistogramSnapshot {
-        HistogramSnapshot {
-            bounds: self.bounds,
-            counts: self
-                .counts
-                .iter()
-                .map(|count| count.load(Ordering::Relaxed))
-                .collect(),
-            sum: f64::from_bits(self.sum.load(Ordering::Relaxed)),
-        }
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
     }
 }
 
-/// What the writer has done since start-up.
-pub struct WriterStats {
-    pub samples_committed: AtomicU64,
-    pub retention_deleted_samples: AtomicU64,
-    pub retention_deleted_servers: AtomicU64,
-    pub transactions: AtomicU64,
-    pub failed_transactions: AtomicU64,
-    pub commit_seconds: Histogram,
-    pub group_samples: Histogram,
-}
+/// What the writer has done since start-up. One lock, taken once per
+/// transaction, so a snapshot is always consistent (counts and histograms
+/// of the same transactions).
+pub struct WriterStats(Mutex<StoreStats>);
 
 impl Default for WriterStats {
     fn default() -> Self {
-        WriterStats {
-            samples_committed: AtomicU64::new(0),
-            retention_deleted_samples: AtomicU64::new(0),
-            retention_deleted_servers: AtomicU64::new(0),
-            transactions: AtomicU64::new(0),
-            failed_transactions: AtomicU64::new(0),
-            commit_seconds: Histogram::new(COMMIT_SECONDS_BOUNDS),
-            group_samples: Histogram::new(GROUP_SAMPLES_BOUNDS),
+        WriterStats(Mutex::new(StoreStats {
+            queued_samples: 0,
+            samples_committed: 0,
+            retention_deleted_samples: 0,
+            retention_deleted_servers: 0,
+            transactions: 0,
+            failed_transactions: 0,
+            commit_seconds: HistogramSnapshot::new(COMMIT_SECONDS_BOUNDS),
+            group_samples: HistogramSnapshot::new(GROUP_SAMPLES_BOUNDS),
+        }))
+    }
+}
+
+impl WriterStats {
+    /// Records a committed transaction.
+    pub fn committed(&self, samples: u64, seconds: f64, retained: (u64, u64)) {
+        if let Ok(mut stats) = self.0.lock() {
+            stats.transactions += 1;
+            stats.samples_committed += samples;
+            stats.commit_seconds.observe(seconds);
+            stats.group_samples.observe(samples as f64);
+            stats.retention_deleted_samples += retained.0;
+            stats.retention_deleted_servers += retained.1;
         }
+    }
+
+    /// Records a transaction that rolled back.
+    pub fn failed(&self) {
+        if let Ok(mut stats) = self.0.lock() {
+            stats.failed_transactions += 1;
+        }
+    }
+
+    /// A copy of the counters, with the queue length given.
+    pub fn snapshot(&self, queued_samples: u64) -> StoreStats {
+        let mut stats = match self.0.lock() {
+            Ok(stats) => stats.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        stats.queued_samples = queued_samples;
+        stats
     }
 }
 
@@ -122,13 +120,12 @@ mod tests {
 
     #[test]
     fn values_land_in_the_first_bucket_that_holds_them() {
-        let histogram = Histogram::new(&[1.0, 10.0]);
+        let mut histogram = HistogramSnapshot::new(&[1.0, 10.0]);
         for value in [0.5, 1.0, 3.0, 10.0, 11.0, 1000.0] {
             histogram.observe(value);
         }
-        let snapshot = histogram.snapshot();
-        assert_eq!(snapshot.counts, vec![2, 2, 2]);
-        assert_eq!(snapshot.count(), 6);
-        assert_eq!(snapshot.sum, 1025.5);
+        assert_eq!(histogram.counts, vec![2, 2, 2]);
+        assert_eq!(histogram.count(), 6);
+        assert_eq!(histogram.sum, 1025.5);
     }
 }

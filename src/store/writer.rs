@@ -148,16 +148,7 @@ impl Writer {
 
     /// The writer's counters as they are now.
     pub fn stats(&self) -> StoreStats {
-        StoreStats {
-            queued_samples: self.queued() as u64,
-            samples_committed: self.stats.samples_committed.load(Ordering::Relaxed),
-            retention_deleted_samples: self.stats.retention_deleted_samples.load(Ordering::Relaxed),
-            retention_deleted_servers: self.stats.retention_deleted_servers.load(Ordering::Relaxed),
-            transactions: self.stats.transactions.load(Ordering::Relaxed),
-            failed_transactions: self.stats.failed_transactions.load(Ordering::Relaxed),
-            commit_seconds: self.stats.commit_seconds.snapshot(),
-            group_samples: self.stats.group_samples.snapshot(),
-        }
+        self.stats.snapshot(self.queued() as u64)
     }
 
     pub fn is_running(&self) -> bool {
@@ -313,7 +304,6 @@ fn commit_group(state: &mut State, group: Vec<Job>) {
 fn apply_in_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<Outcome>, StoreError> {
     let started = Instant::now();
     let result = run_transaction(state, jobs);
-    let stats = &state.stats;
     match &result {
         Ok(outcomes) => {
             let samples: usize = jobs
@@ -323,28 +313,21 @@ fn apply_in_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<Outcome>,
                     _ => 0,
                 })
                 .sum();
-            for outcome in outcomes {
-                if let Outcome::Retained(batch) = outcome {
-                    stats
-                        .retention_deleted_samples
-                        .fetch_add(batch.samples_deleted, Ordering::Relaxed);
-                    stats
-                        .retention_deleted_servers
-                        .fetch_add(batch.servers_deleted, Ordering::Relaxed);
-                }
-            }
-            stats.transactions.fetch_add(1, Ordering::Relaxed);
-            stats
-                .samples_committed
-                .fetch_add(samples as u64, Ordering::Relaxed);
-            stats
-                .commit_seconds
-                .observe(started.elapsed().as_secs_f64());
-            stats.group_samples.observe(samples as f64);
+            let retained =
+                outcomes
+                    .iter()
+                    .fold((0, 0), |(samples, servers), outcome| match outcome {
+                        Outcome::Retained(batch) => (
+                            samples + batch.samples_deleted,
+                            servers + batch.servers_deleted,
+                        ),
+                        _ => (samples, servers),
+                    });
+            state
+                .stats
+                .committed(samples as u64, started.elapsed().as_secs_f64(), retained);
         }
-        Err(_) => {
-            stats.failed_transactions.fetch_add(1, Ordering::Relaxed);
-        }
+        Err(_) => state.stats.failed(),
     }
     result
 }

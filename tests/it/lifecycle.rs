@@ -244,7 +244,7 @@ fn assert_listed_counts_match(daemon: &Daemon, ledgers: &[Ledger]) {
 }
 
 fn wal_len(db_path: &Path) -> u64 {
-    let wal = sperform::api::metrics::wal_path(db_path);
+    let wal = sperform::store::wal_path(db_path);
     std::fs::metadata(wal).map_or(0, |metadata| metadata.len())
 }
 

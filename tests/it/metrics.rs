@@ -298,7 +298,7 @@ fn file_sizes_are_those_of_the_database_and_its_wal() {
         app.post_sample("web-1", json!({"cpu": 1, "ram": 2})).0,
         Status::NoContent
     );
-    let wal = sperform::api::metrics::wal_path(&app.db_path);
+    let wal = sperform::store::wal_path(&app.db_path);
     assert_eq!(wal.file_name().unwrap(), "sperform.db-wal");
     let sizes = || {
         let size = |path| std::fs::metadata(path).map_or(0, |metadata| metadata.len()) as f64;
