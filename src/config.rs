@@ -164,7 +164,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             database: PathBuf::from("sperform.db"),
-            read_pool_size: 8,
+            read_pool_size: 4,
             retention: Duration::from_secs(7 * 24 * 3600),
             retention_interval: Duration::from_secs(60),
             write_queue: 100_000,
@@ -326,7 +326,7 @@ Keys: address, port, log_level (off|critical|normal|debug), workers,
 shutdown.grace and shutdown.mercy (seconds; ROCKET_SHUTDOWN='{grace=5}'),
 limits and tls as Rocket documents them; and sperform's own:
   database            SQLite file, created on first start [sperform.db]
-  read_pool_size      read connections, 1 to 256 [8]
+  read_pool_size      read connections, 1 to 256 [4]
   retention           how long samples are kept, at least 24h [7d]
   retention_interval  how often expired samples are deleted [1m]
   write_queue         samples waiting for the writer before 503 [100000]
