@@ -5,7 +5,9 @@
 //! on. The WAL file is only rewound when a checkpoint has caught up at the
 //! moment a write transaction starts, which a busy writer never lets happen;
 //! so once the WAL is long, the checkpointer asks the writer to finish the
-//! (by then small) remainder itself between two transactions.
+//! (by then small) remainder itself between two transactions. And once
+//! writes have stopped for a while, the checkpointer empties the WAL file,
+//! so a daemon at rest keeps its data in the database file alone.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +18,6 @@ use rusqlite::Connection;
 
 use super::StoreError;
 use super::background::Background;
-use super::schema::BUSY_TIMEOUT;
 
 /// How often the checkpointer looks at the WAL.
 const INTERVAL: Duration = Duration::from_millis(100);
@@ -24,22 +25,51 @@ const INTERVAL: Duration = Duration::from_millis(100);
 /// (4,096 pages of 4 KiB: 16 MiB).
 const REWIND_PAGES: i64 = 4_096;
 
+/// Rounds without a new WAL frame after which the WAL file is emptied.
+const IDLE_ROUNDS_BEFORE_TRUNCATE: u32 = 10;
+
 /// Starts checkpointing `path` on a thread of its own; it sets
 /// `rewind_wanted` when the writer should run the last checkpoint itself.
 pub fn spawn(path: &Path, rewind_wanted: Arc<AtomicBool>) -> Result<Background, StoreError> {
     let conn = Connection::open(path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Never wait for the writer: a checkpoint that cannot run now runs in
+    // the next round.
+    conn.busy_timeout(Duration::ZERO)?;
     Background::spawn("checkpoint", move |stop| {
+        let mut last_length = 0;
+        let mut idle_rounds = 0;
         while !stop.wait(INTERVAL) {
-            match passive_checkpoint(&conn) {
-                Ok(wal_pages) if wal_pages > REWIND_PAGES => {
-                    rewind_wanted.store(true, Ordering::Release)
+            let wal_pages = match passive_checkpoint(&conn) {
+                Ok(wal_pages) => wal_pages,
+                Err(err) => {
+                    log::warn!("WAL checkpoint failed (will retry): {err}");
+                    continue;
                 }
-                Ok(_) => {}
-                Err(err) => log::warn!("WAL checkpoint failed (will retry): {err}"),
+            };
+            if wal_pages > REWIND_PAGES {
+                rewind_wanted.store(true, Ordering::Release);
+            }
+            idle_rounds = if wal_pages == last_length {
+                idle_rounds + 1
+            } else {
+                0
+            };
+            last_length = wal_pages;
+            if wal_pages > 0 && idle_rounds >= IDLE_ROUNDS_BEFORE_TRUNCATE {
+                // Fails harmlessly (busy) if a write or a reader's snapshot
+                // is in the way.
+                if let Ok(0) = truncate(&conn) {
+                    last_length = 0;
+                }
             }
         }
     })
+}
+
+/// Copies the whole WAL into the database and empties the WAL file; returns
+/// 0 when done, 1 when something was in the way.
+fn truncate(conn: &Connection) -> Result<i64, rusqlite::Error> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
 }
 
 /// Copies what it can of the WAL into the database without blocking anyone;

@@ -510,3 +510,24 @@ fn the_writer_counts_what_it_commits() {
     assert_eq!(stats.group_samples.sum, 4.0);
     assert!(stats.commit_seconds.sum > 0.0);
 }
+
+#[test]
+fn a_daemon_at_rest_empties_its_wal() {
+    let app = TestApp::new();
+    for i in 0..20 {
+        let body = json!({"cpu": i, "ram": i});
+        assert_eq!(app.post_sample("web-1", body).0, Status::NoContent);
+    }
+    let wal = sperform::store::wal_path(&app.db_path);
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    // About a second without writes; allow a slow machine five.
+    let started = Instant::now();
+    while std::fs::metadata(&wal).unwrap().len() > 0 {
+        assert!(started.elapsed() < Duration::from_secs(5), "the WAL was never emptied");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Nothing was lost on the way, and writing goes on.
+    assert_eq!(app.stored_samples(), 20);
+    assert_eq!(app.post_sample("web-1", json!({"cpu": 1, "ram": 1})).0, Status::NoContent);
+    assert_eq!(app.stored_samples(), 21);
+}
