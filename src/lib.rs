@@ -66,6 +66,7 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, StartupError> {
         .attach(api::RequestTelemetry::new(http_stats))
         .mount("/api/v1", api::v1_routes())
         .mount("/", api::root_routes())
+        .mount("/", api::dashboard_routes())
         .register("/", api::catchers())
         .attach(lifecycle::readiness())
         .attach(Drain::fairing()))

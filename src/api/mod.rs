@@ -3,8 +3,10 @@
 
 pub mod auth;
 mod catchers;
+pub mod dashboard;
 mod health;
 pub mod metrics;
+mod overview;
 mod samples;
 mod servers;
 pub mod telemetry;
@@ -26,12 +28,23 @@ pub fn v1_routes() -> Vec<Route> {
         servers::list,
         servers::load,
         servers::delete,
+        overview::overview,
     ]
 }
 
 /// Routes mounted at `/`.
 pub fn root_routes() -> Vec<Route> {
     rocket::routes![health::health, metrics::metrics]
+}
+
+/// The dashboard's pages and assets, mounted at `/`.
+pub fn dashboard_routes() -> Vec<Route> {
+    rocket::routes![
+        dashboard::overview_page,
+        dashboard::server_page,
+        dashboard::no_such_server_page,
+        dashboard::asset,
+    ]
 }
 
 pub fn catchers() -> Vec<Catcher> {

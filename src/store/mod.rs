@@ -106,6 +106,17 @@ impl From<r2d2::Error> for StoreError {
     }
 }
 
+/// One server in the overview: its latest sample time at or before the
+/// overview's `at`, and the mean CPU and RAM of each of the 60 minutes up
+/// to `at`, oldest first (`None` for a minute without samples).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerOverview {
+    pub name: String,
+    pub last_seen: Option<Timestamp>,
+    pub cpu: Vec<Option<f64>>,
+    pub ram: Vec<Option<f64>>,
+}
+
 /// The database: one writer thread plus a pool of read connections.
 /// Cheap to clone; clones share the same database.
 #[derive(Clone)]
@@ -188,6 +199,19 @@ impl Store {
         at: Timestamp,
     ) -> Result<Option<LoadReport>, StoreError> {
         self.read(move |conn| queries::load(conn, &server, at))
+            .await
+    }
+
+    /// Every known server, sorted by name, with the minute means of the 60
+    /// minutes up to `at` (the minute buckets of `load`) and its latest
+    /// sample at or before `at`: the dashboard's overview in one read.
+    pub async fn overview(&self, at: Timestamp) -> Result<Vec<ServerOverview>, StoreError> {
+        self.read(move |conn| queries::overview(conn, at)).await
+    }
+
+    /// Whether a server of this name is known.
+    pub async fn has_server(&self, server: ServerName) -> Result<bool, StoreError> {
+        self.read(move |conn| queries::server_exists(conn, &server))
             .await
     }
 

@@ -2,9 +2,11 @@
 //! rollup tables (sums and counts per minute and hour) below the seal and
 //! the samples themselves above it (see rollups.rs).
 
+use std::collections::HashMap;
+
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-use super::StoreError;
+use super::{ServerOverview, StoreError};
 use crate::model::{
     Bucket, BucketWindow, HOUR_MS, LoadReport, MINUTE_MS, ServerName, ServerSummary, Timestamp,
 };
@@ -170,4 +172,98 @@ pub fn ping(conn: &Connection) -> Result<(), StoreError> {
     conn.prepare_cached("SELECT count(*) FROM (SELECT 1 FROM servers LIMIT 1)")?
         .query_row([], |_| Ok(()))?;
     Ok(())
+}
+
+/// Every known server, sorted by name, with its latest sample time at or
+/// before `at` and the mean CPU and RAM of each of the 60 minutes up to
+/// `at` (oldest first, `None` where a minute holds no sample): the same
+/// minute buckets `load` answers, for all servers in one read.
+pub fn overview(conn: &mut Connection, at: Timestamp) -> Result<Vec<ServerOverview>, StoreError> {
+    // One read transaction, so the seal, the list and the buckets agree.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+    let sealed_until: i64 = tx
+        .prepare_cached("SELECT sealed_until FROM rollup_state")?
+        .query_row([], |row| row.get(0))?;
+    let rolled_up = sealed_until.min(at.floor(MINUTE_MS).millis());
+    let window = BucketWindow::minutes_to(at);
+
+    let mut servers = Vec::new();
+    let mut index_of_id = HashMap::new();
+    {
+        let mut statement = tx.prepare_cached(
+            "SELECT id, name,
+                    (SELECT max(time) FROM samples
+                     WHERE server_id = servers.id AND time <= ?1)
+             FROM servers
+             ORDER BY name",
+        )?;
+        let mut rows = statement.query([at.millis()])?;
+        while let Some(row) = rows.next()? {
+            let last_seen: Option<i64> = row.get(2)?;
+            index_of_id.insert(row.get::<_, i64>(0)?, servers.len());
+            servers.push(ServerOverview {
+                name: row.get(1)?,
+                last_seen: last_seen.and_then(|ms| Timestamp::from_millis(ms).ok()),
+                cpu: vec![None; window.count],
+                ram: vec![None; window.count],
+            });
+        }
+    }
+
+    // As in `minute_buckets`, rolled-up minutes and raw samples cover
+    // different minutes. `CROSS JOIN` keeps `servers` the outer loop, so
+    // each part is one primary-key range seek per server, never a scan of
+    // every rollup or sample.
+    let mut statement = tx.prepare_cached(
+        "SELECT servers.id, (minute - :start) / 60000, samples,
+                cpu_sum / samples, ram_sum / samples
+         FROM servers CROSS JOIN minute_rollups
+             ON minute_rollups.server_id = servers.id
+                AND minute >= :start AND minute < :rolled_up
+         UNION ALL
+         SELECT servers.id, (time - :start) / 60000 AS bucket, count(*), avg(cpu), avg(ram)
+         FROM servers CROSS JOIN samples
+             ON samples.server_id = servers.id
+                AND time >= max(:start, :rolled_up) AND time <= :at
+         GROUP BY servers.id, bucket",
+    )?;
+    let mut rows = statement.query(rusqlite::named_params! {
+        ":start": window.start.millis(),
+        ":rolled_up": rolled_up,
+        ":at": at.millis(),
+    })?;
+    while let Some(row) = rows.next()? {
+        let samples: Option<i64> = row.get(2)?;
+        if samples.unwrap_or(0) <= 0 {
+            continue;
+        }
+        let server_id: i64 = row.get(0)?;
+        let bucket: i64 = row.get(1)?;
+        let Some(server) = index_of_id
+            .get(&server_id)
+            .and_then(|&i| servers.get_mut(i))
+        else {
+            continue;
+        };
+        let Ok(bucket) = usize::try_from(bucket) else {
+            continue;
+        };
+        if bucket < window.count {
+            server.cpu[bucket] = row.get(3)?;
+            server.ram[bucket] = row.get(4)?;
+        }
+    }
+    drop(rows);
+    drop(statement);
+    tx.finish()?;
+    Ok(servers)
+}
+
+/// Whether a server of this name is known.
+pub fn server_exists(conn: &Connection, server: &ServerName) -> Result<bool, StoreError> {
+    let found = conn
+        .prepare_cached("SELECT 1 FROM servers WHERE name = ?1")?
+        .query_row([server.as_str()], |_| Ok(()))
+        .optional()?;
+    Ok(found.is_some())
 }

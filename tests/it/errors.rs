@@ -15,9 +15,10 @@ fn an_unknown_route_is_a_json_404() {
         error_message(&body),
         "no such endpoint: GET /api/v2/servers"
     );
-    let (status, body) = app.get("/");
+    // `/` is the dashboard; any other unknown path is still a JSON 404.
+    let (status, body) = app.get("/no-such-page");
     assert_eq!(status, Status::NotFound);
-    assert_eq!(error_message(&body), "no such endpoint: GET /");
+    assert_eq!(error_message(&body), "no such endpoint: GET /no-such-page");
 }
 
 #[test]

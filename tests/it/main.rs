@@ -16,6 +16,10 @@ mod servers;
 mod storage;
 mod validation;
 
+mod browser;
+mod cdp;
 mod daemon;
+mod dashboard;
 mod lifecycle;
+mod overview;
 mod testgen;

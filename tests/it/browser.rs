@@ -1,0 +1,607 @@
+//! The dashboard in a real browser: the real `sperform` binary on a
+//! temporary database, fed known samples over HTTP, both pages loaded in
+//! headless Chromium, assertions on the DOM the scripts built, screenshots
+//! under `target/tmp/dashboard-screenshots/`.
+//!
+//! Without Chromium these tests say so and pass, except in CI (`CI` set),
+//! where a missing Chromium is a failure. `CHROMIUM=/path/to/chromium`
+//! picks the binary; `SPERFORM_UPDATE_SCREENSHOTS=1` also copies the
+//! screenshots to `docs/`, where README.md shows them.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sperform::model::{HOUR_MS, MINUTE_MS, Timestamp};
+
+use crate::cdp::Session;
+use crate::daemon::Daemon;
+
+/// How long one Chromium run may take before the test fails.
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Virtual time the page gets to fetch and draw before the DOM is dumped.
+const VIRTUAL_TIME_BUDGET_MS: u32 = 5000;
+const READ_TOKEN: &str = "read-0123456789abcdef01";
+/// Every Chromium run: headless, no sandbox (tests may run as root), no
+/// first-run, sync, update or other background traffic; a fresh profile
+/// (`--user-data-dir`) is added per run.
+const HEADLESS: [&str; 10] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--lang=en-US",
+];
+
+struct Browser {
+    binary: PathBuf,
+}
+
+impl Browser {
+    /// Chromium, if installed; `None` (with a note) outside CI; a panic in
+    /// CI.
+    fn find() -> Option<Browser> {
+        let binary = std::env::var_os("CHROMIUM").map(PathBuf::from).or_else(|| {
+            ["chromium", "chromium-browser", "google-chrome"]
+                .iter()
+                .find_map(|name| in_path(name))
+        });
+        match binary {
+            Some(binary) => Some(Browser { binary }),
+            None if in_ci() => panic!(
+                "Chromium is needed for the dashboard's browser tests and is not installed \
+                 (CI=true): `apt-get install chromium`, or set CHROMIUM"
+            ),
+            None => {
+                eprintln!(
+                    "note: Chromium not found (install it with `apt-get install chromium`, \
+                     or set CHROMIUM); the dashboard's browser tests are skipped"
+                );
+                None
+            }
+        }
+    }
+
+    /// Loads `url` in a fresh headless Chromium with `extra` flags, lets
+    /// its scripts run for the virtual time budget, and returns stdout.
+    fn run(&self, url: &str, extra: &[String]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let stdout_path = dir.path().join("stdout");
+        let stderr_path = dir.path().join("stderr");
+        let mut child = Command::new(&self.binary)
+            .args(HEADLESS)
+            .arg(format!(
+                "--user-data-dir={}",
+                dir.path().join("profile").display()
+            ))
+            .arg(format!("--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}"))
+            .args(extra)
+            .arg(url)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout_path).unwrap())
+            .stderr(File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + BROWSER_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "Chromium did not finish {url} within {BROWSER_TIMEOUT:?}:\n{}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            status.success(),
+            "Chromium failed on {url} ({status}):\n{}",
+            std::fs::read_to_string(&stderr_path).unwrap_or_default()
+        );
+        std::fs::read_to_string(&stdout_path).unwrap()
+    }
+
+    /// The DOM of `url` once its scripts have drawn it, as HTML.
+    fn dom(&self, url: &str) -> String {
+        let dom = self.run(url, &["--dump-dom".to_owned()]);
+        assert!(dom.contains("</html>"), "no DOM for {url}: {dom}");
+        dom
+    }
+
+    /// Saves a `width` x `height` screenshot of `url` as `name` in the
+    /// screenshot directory (and in `docs/` when asked to).
+    fn screenshot(&self, url: &str, name: &str, size: (u32, u32), extra: &[&str]) {
+        let directory = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join(name);
+        let _ = std::fs::remove_file(&path);
+        let mut flags = vec![
+            format!("--screenshot={}", path.display()),
+            format!("--window-size={},{}", size.0, size.1),
+        ];
+        flags.extend(extra.iter().map(|flag| flag.to_string()));
+        self.run(url, &flags);
+        let png = std::fs::read(&path).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG"),
+            "{} is not a PNG",
+            path.display()
+        );
+        if std::env::var_os("SPERFORM_UPDATE_SCREENSHOTS").is_some() {
+            let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+            std::fs::create_dir_all(&docs).unwrap();
+            std::fs::write(docs.join(name), &png).unwrap();
+        }
+    }
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false" && value != "0")
+}
+
+fn in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|directory| directory.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+fn post_batch(daemon: &Daemon, batch: &[Value]) {
+    let (status, body) = daemon.request(
+        "POST",
+        "/api/v1/samples",
+        Some(&Value::from(batch.to_vec()).to_string()),
+    );
+    assert_eq!(status, 204, "{body}");
+}
+
+fn sample(server: &str, time: i64, cpu: f64, ram: f64) -> Value {
+    let round = |value: f64| (value.clamp(0.0, 100.0) * 100.0).round() / 100.0;
+    json!({"server": server, "cpu": round(cpu), "ram": round(ram),
+           "time": Timestamp::from_millis(time).unwrap().to_rfc3339()})
+}
+
+/// The minutes (counted back from now) at which web-1 has a sample: 0 to
+/// 50, except 20 to 24. Every one lies inside the 60 minutes even if the
+/// page loads a few minutes after the feed.
+fn web_1_minutes() -> impl Iterator<Item = i64> {
+    (0..=50).filter(|minute| !(20..=24).contains(minute))
+}
+
+/// The hours (counted back from the current one) in which web-1 has a
+/// sample besides the minutes above: 2 to 20, except 8 to 10, each more
+/// than 60 minutes back.
+fn web_1_hours() -> impl Iterator<Item = i64> {
+    (2..=20).filter(|hour| !(8..=10).contains(hour))
+}
+
+/// A day of load for a handful of servers; web-1 with gaps (see above),
+/// old-1 silent for the last 10 minutes.
+fn feed(daemon: &Daemon, now: Timestamp) {
+    let now = now.millis();
+    let hour = now - now.rem_euclid(HOUR_MS);
+    let mut batch = Vec::new();
+    for m in web_1_minutes() {
+        let t = m as f64;
+        batch.push(sample(
+            "web-1",
+            now - m * MINUTE_MS,
+            38.0 + 22.0 * (t / 7.0).sin(),
+            52.0 + t / 10.0,
+        ));
+    }
+    for h in web_1_hours() {
+        let t = h as f64;
+        batch.push(sample(
+            "web-1",
+            hour - h * HOUR_MS + 30 * MINUTE_MS,
+            35.0 + 15.0 * (t / 4.0).cos(),
+            50.0 + 3.0 * (t / 5.0).sin(),
+        ));
+    }
+    let others = [
+        ("web-2", 46.0, 18.0, 61.0),
+        ("web-3", 31.0, 12.0, 44.0),
+        ("db-1", 71.0, 9.0, 83.0),
+        ("cache-1", 12.0, 4.0, 37.0),
+        ("queue-1", 24.0, 15.0, 28.0),
+        ("old-1", 8.0, 3.0, 20.0),
+    ];
+    for (index, (server, cpu, swing, ram)) in others.into_iter().enumerate() {
+        let phase = index as f64 * 1.7;
+        let first_minute = if server == "old-1" { 10 } else { 0 };
+        for m in first_minute..60 {
+            let t = m as f64 / 6.0 + phase;
+            batch.push(sample(
+                server,
+                now - m * MINUTE_MS,
+                cpu + swing * t.sin() + 3.0 * (3.1 * t).sin(),
+                ram + 2.0 * (t / 3.0).cos(),
+            ));
+        }
+        for h in 2..24 {
+            let t = h as f64 / 3.0 + phase;
+            batch.push(sample(
+                server,
+                hour - h * HOUR_MS + 20 * MINUTE_MS,
+                cpu + swing * t.sin(),
+                ram + 4.0 * (t / 2.0).cos(),
+            ));
+        }
+    }
+    post_batch(daemon, &batch);
+}
+
+/// The part of `html` from the first `from` to the next `to` after it.
+fn between<'a>(html: &'a str, from: &str, to: &str) -> &'a str {
+    let start = html
+        .find(from)
+        .unwrap_or_else(|| panic!("{from:?} not in {html}"));
+    let rest = &html[start..];
+    let end = rest.find(to).unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// The `d` attribute of the path drawing `series` in a chart.
+fn line_path<'a>(chart: &'a str, series: &str) -> &'a str {
+    let marker = format!("class=\"line {series}\" d=\"");
+    let start = chart
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {series} line in {chart}"))
+        + marker.len();
+    let rest = &chart[start..];
+    &rest[..rest.find('"').unwrap_or(rest.len())]
+}
+
+/// The servers of the list in the order shown, with their CPU figure.
+fn rows_with_cpu(dom: &str) -> Vec<(String, f64)> {
+    dom.split("<tr data-server=\"")
+        .skip(1)
+        .map(|row| {
+            let name = row.split('"').next().unwrap().to_owned();
+            let cell = between(row, "class=\"number cpu-now\"", "</td>");
+            let text = cell.rsplit('>').next().unwrap();
+            // The figure, then a no-break space (&nbsp;) and %.
+            let cpu = text.split(['&', '\u{a0}']).next().unwrap().parse().unwrap();
+            (name, cpu)
+        })
+        .collect()
+}
+
+/// `html` without the values of its attributes, so that what remains of
+/// `<` is real markup (an attribute value may hold a `<` unescaped).
+fn without_attribute_values(html: &str) -> String {
+    let mut kept = String::with_capacity(html.len());
+    let mut in_value = false;
+    let mut previous = ' ';
+    for c in html.chars() {
+        if in_value {
+            in_value = c != '"';
+        } else {
+            in_value = c == '"' && previous == '=';
+            kept.push(c);
+        }
+        previous = c;
+    }
+    kept
+}
+
+#[test]
+fn both_pages_draw_their_data_in_a_real_browser() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let daemon = Daemon::start();
+    let now = Timestamp::now();
+    feed(&daemon, now);
+    let url = daemon.url();
+
+    // The list: every server, with a sparkline, old-1 marked stale.
+    let dom = browser.dom(&format!("{url}/"));
+    let names = [
+        "cache-1", "db-1", "old-1", "queue-1", "web-1", "web-2", "web-3",
+    ];
+    for name in names {
+        assert!(
+            dom.contains(&format!("<tr data-server=\"{name}\">")),
+            "{name}: {dom}"
+        );
+    }
+    assert_eq!(
+        dom.matches("<tr data-server=").count(),
+        names.len(),
+        "{dom}"
+    );
+    assert_eq!(dom.matches("<svg class=\"spark\"").count(), names.len());
+    assert!(dom.contains(">7 servers<"), "{dom}");
+    let old = between(&dom, "<tr data-server=\"old-1\">", "</tr>");
+    assert!(old.contains("<span class=\"badge\">stale</span>"), "{old}");
+    assert!(old.contains(" min ago"), "{old}");
+    let web_1 = between(&dom, "<tr data-server=\"web-1\">", "</tr>");
+    assert!(!web_1.contains("stale"), "{web_1}");
+    assert!(web_1.contains("href=\"/servers/web-1\""), "{web_1}");
+    // Its sparkline breaks where minutes are missing.
+    assert_eq!(line_path(web_1, "cpu").matches('M').count(), 2, "{web_1}");
+
+    // Filter and sort come from the query string: web servers only,
+    // highest CPU first.
+    let dom = browser.dom(&format!("{url}/?q=WEB&sort=cpu"));
+    let rows = rows_with_cpu(&dom);
+    let mut names: Vec<&str> = rows.iter().map(|(name, _)| name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["web-1", "web-2", "web-3"], "{dom}");
+    assert!(
+        rows.windows(2).all(|pair| pair[0].1 >= pair[1].1),
+        "{rows:?}"
+    );
+    assert!(dom.contains(">3 of 7 servers match<"), "{dom}");
+
+    // One server: 60 minutes and 24 hours, points where there are samples,
+    // gaps where there are none.
+    let dom = browser.dom(&format!("{url}/servers/web-1"));
+    let minutes = between(&dom, "id=\"minutes\"", "id=\"hours\"");
+    let expected_minutes = web_1_minutes().count();
+    assert_eq!(minutes.matches("class=\"bucket").count(), 60, "{minutes}");
+    assert_eq!(
+        minutes.matches("class=\"bucket empty\"").count(),
+        60 - expected_minutes
+    );
+    assert!(minutes.contains("data-buckets=\"60\""));
+    for series in ["cpu", "ram"] {
+        let points = format!("class=\"point {series}\"");
+        assert_eq!(minutes.matches(&points).count(), expected_minutes);
+        // Two runs of minutes (0-19 and 25-50 back): two strokes.
+        assert_eq!(line_path(minutes, series).matches('M').count(), 2);
+    }
+    let hours = between(&dom, "id=\"hours\"", "<details");
+    assert_eq!(hours.matches("class=\"bucket").count(), 24, "{hours}");
+    assert!(hours.contains("data-buckets=\"24\""));
+    let hour_table = between(&dom, "id=\"hours-table\"", "</table>");
+    assert_eq!(hour_table.matches("<tr ").count(), 24, "{hour_table}");
+    let filled_hours = hour_table.matches("<tr data-start=").count();
+    assert!(filled_hours > web_1_hours().count(), "{hour_table}");
+    assert_eq!(
+        hours.matches("class=\"point cpu\"").count(),
+        filled_hours,
+        "{hours}"
+    );
+    for back in 8..=10 {
+        let start = Timestamp::from_millis(now.floor(HOUR_MS).millis() - back * HOUR_MS)
+            .unwrap()
+            .to_rfc3339_seconds();
+        assert!(
+            hour_table.contains(&format!("<tr class=\"empty\" data-start=\"{start}\">")),
+            "{start} should be empty: {hour_table}"
+        );
+    }
+    assert!(line_path(hours, "cpu").matches('M').count() >= 2, "{hours}");
+    let minute_table = between(&dom, "id=\"minutes-table\"", "</table>");
+    assert_eq!(minute_table.matches("<tr ").count(), 60);
+    assert!(dom.contains("Latest minute with samples ("), "{dom}");
+    // Tooltips give the exact values and the sample count.
+    assert!(minutes.contains(" %, 1 sample</title>"), "{minutes}");
+
+    // An unknown server: the 404 page.
+    let dom = browser.dom(&format!("{url}/servers/web-9"));
+    assert!(dom.contains("<h1>404 Not Found</h1>"), "{dom}");
+    assert!(
+        dom.contains("No server named \"web-9\" has reported."),
+        "{dom}"
+    );
+
+    browser.screenshot(
+        &format!("{url}/"),
+        "dashboard-overview.png",
+        (1280, 560),
+        &[],
+    );
+    browser.screenshot(
+        &format!("{url}/servers/web-1"),
+        "dashboard-server.png",
+        (1280, 830),
+        &[],
+    );
+    browser.screenshot(
+        &format!("{url}/servers/db-1"),
+        "dashboard-server-dark.png",
+        (1280, 830),
+        &["--blink-settings=preferredColorScheme=0"],
+    );
+    browser.screenshot(
+        &format!("{url}/"),
+        "dashboard-overview-phone.png",
+        (390, 640),
+        &[],
+    );
+}
+
+#[test]
+fn with_a_read_token_the_browser_is_asked_for_it() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let daemon = Daemon::start_with(&[("ROCKET_READ_TOKEN", READ_TOKEN)]);
+    let dom = browser.dom(&format!("{}/", daemon.url()));
+    assert!(dom.contains("<form id=\"token-prompt\""), "{dom}");
+    assert!(dom.contains("Read token needed"), "{dom}");
+    assert_eq!(dom.matches("<tr data-server=").count(), 0, "{dom}");
+}
+
+#[test]
+fn stored_markup_is_shown_as_text() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let daemon = Daemon::start();
+    post_batch(
+        &daemon,
+        &[sample(
+            "web-1",
+            Timestamp::now().millis() - 1000,
+            10.0,
+            20.0,
+        )],
+    );
+    // The API refuses such a name; a row written behind its back must
+    // still come out as text.
+    let name = r#"<b id="injected">bold</b><script>document.title="owned"</script>"#;
+    let conn = rusqlite::Connection::open(daemon.db_path()).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute("INSERT INTO servers (name) VALUES (?1)", [name])
+        .unwrap();
+    drop(conn);
+
+    let dom = browser.dom(&format!("{}/", daemon.url()));
+    assert_eq!(dom.matches("<tr data-server=").count(), 2, "{dom}");
+    assert!(
+        dom.contains("&lt;b id=\"injected\"&gt;bold&lt;/b&gt;&lt;script&gt;"),
+        "{dom}"
+    );
+    let markup = without_attribute_values(&dom);
+    assert!(!markup.contains("<b "), "{markup}");
+    assert!(!markup.contains("<script>"), "{markup}");
+    assert!(dom.contains("<title>Servers · sperform</title>"), "{dom}");
+}
+
+#[test]
+fn the_dashboard_asks_for_the_read_token_once_and_answers_clicks_and_typing() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let daemon = Daemon::start_with(&[("ROCKET_READ_TOKEN", READ_TOKEN)]);
+    let now = Timestamp::now();
+    feed(&daemon, now);
+    let url = daemon.url();
+    let mut page = Session::start(&browser.binary, &HEADLESS);
+
+    // No token yet: the list asks for one.
+    page.navigate(&format!("{url}/"));
+    page.wait_for(
+        "document.getElementById('token-prompt')",
+        "the token prompt",
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('tr[data-server]').length"),
+        0
+    );
+
+    // A wrong token is refused and asked for again.
+    let submit = |token: &str| {
+        format!(
+            "document.getElementById('token').value = {token:?}; \
+             document.getElementById('token-prompt').requestSubmit(); true"
+        )
+    };
+    page.eval(&submit("not-the-read-token-at-all"));
+    page.wait_for(
+        "document.querySelector('#token-prompt .problem').textContent \
+         === 'The daemon refused that token.'",
+        "the refusal",
+    );
+    // The right one shows the data, and stays for the tab.
+    page.eval(&submit(READ_TOKEN));
+    page.wait_for(
+        "document.querySelectorAll('tr[data-server]').length === 7",
+        "the seven servers",
+    );
+    assert_eq!(
+        page.eval("document.getElementById('token-prompt')"),
+        Value::Null
+    );
+    assert_eq!(
+        page.eval("sessionStorage.getItem('sperform.read-token')"),
+        json!(READ_TOKEN)
+    );
+    assert_eq!(
+        page.eval("localStorage.getItem('sperform.read-token')"),
+        Value::Null
+    );
+
+    // Typing filters, clicking a header sorts (again: the other way), and
+    // the view goes to the address.
+    page.eval(
+        "const filter = document.getElementById('filter'); filter.value = 'web'; \
+         filter.dispatchEvent(new Event('input')); true",
+    );
+    page.wait_for(
+        "document.querySelectorAll('tr[data-server]').length === 3",
+        "the filtered list",
+    );
+    let cpu_order = "[...document.querySelectorAll('tr[data-server] .cpu-now')]\
+                     .map((cell) => parseFloat(cell.textContent))";
+    page.eval("document.querySelector('th[data-sort=cpu] button').click(); true");
+    let descending: Vec<f64> = serde_json::from_value(page.eval(cpu_order)).unwrap();
+    assert!(
+        descending.windows(2).all(|pair| pair[0] >= pair[1]),
+        "{descending:?}"
+    );
+    page.eval("document.querySelector('th[data-sort=cpu] button').click(); true");
+    let ascending: Vec<f64> = serde_json::from_value(page.eval(cpu_order)).unwrap();
+    assert!(
+        ascending.windows(2).all(|pair| pair[0] <= pair[1]),
+        "{ascending:?}"
+    );
+    assert_eq!(
+        page.eval("location.search"),
+        json!("?q=web&sort=cpu&order=ascending")
+    );
+    assert_eq!(
+        page.eval("document.querySelector('th[data-sort=cpu]').getAttribute('aria-sort')"),
+        json!("ascending")
+    );
+
+    // Pause stops the refresh, Resume starts it again.
+    page.eval("document.getElementById('pause').click(); true");
+    assert_eq!(
+        page.eval("document.getElementById('pause').textContent"),
+        json!("Resume")
+    );
+    assert_eq!(
+        page.eval("document.getElementById('updated').textContent"),
+        json!("Paused")
+    );
+    page.eval("document.getElementById('pause').click(); true");
+    page.wait_for(
+        "document.getElementById('updated').textContent.startsWith('Updated')",
+        "a refresh after Resume",
+    );
+
+    // The next page of the tab uses the token without asking.
+    page.navigate(&format!("{url}/servers/web-1"));
+    page.wait_for(
+        "document.querySelectorAll('#minutes rect.bucket').length === 60 \
+         && document.querySelectorAll('#hours rect.bucket').length === 24",
+        "both charts",
+    );
+    assert_eq!(
+        page.eval("document.getElementById('token-prompt')"),
+        Value::Null
+    );
+    let title =
+        page.eval("document.querySelector('#minutes rect.bucket:not(.empty) title').textContent");
+    assert!(title.as_str().unwrap().contains(" %, 1 sample"), "{title}");
+
+    // With a read token the page of an unknown server is served, and says
+    // so once the API has answered.
+    page.navigate(&format!("{url}/servers/web-9"));
+    page.wait_for(
+        "document.getElementById('problem').textContent.startsWith('No server named “web-9”')",
+        "the unknown server",
+    );
+    assert_eq!(
+        page.eval("document.getElementById('charts').hidden"),
+        json!(true)
+    );
+}
