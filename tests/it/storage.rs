@@ -523,11 +523,17 @@ fn a_daemon_at_rest_empties_its_wal() {
     // About a second without writes; allow a slow machine five.
     let started = Instant::now();
     while std::fs::metadata(&wal).unwrap().len() > 0 {
-        assert!(started.elapsed() < Duration::from_secs(5), "the WAL was never emptied");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the WAL was never emptied"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // Nothing was lost on the way, and writing goes on.
     assert_eq!(app.stored_samples(), 20);
-    assert_eq!(app.post_sample("web-1", json!({"cpu": 1, "ram": 1})).0, Status::NoContent);
+    assert_eq!(
+        app.post_sample("web-1", json!({"cpu": 1, "ram": 1})).0,
+        Status::NoContent
+    );
     assert_eq!(app.stored_samples(), 21);
 }
