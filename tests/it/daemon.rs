@@ -121,6 +121,11 @@ impl Daemon {
         format!("http://{}", self.addr)
     }
 
+    /// The address it listens on (a new one after each restart).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// A client for this daemon that other threads can use.
     pub fn client(&self) -> Client {
         Client { addr: self.addr }

@@ -16,6 +16,7 @@ mod servers;
 mod storage;
 mod validation;
 
+mod agent;
 mod browser;
 mod cdp;
 mod daemon;
