@@ -18,7 +18,7 @@ use std::time::Duration;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::ErrorCode;
 
-pub use schema::MIGRATIONS;
+pub use schema::{MIGRATIONS, NEW_DATABASE_PAGE_SIZE};
 pub use stats::{COMMIT_SECONDS_BOUNDS, GROUP_SAMPLES_BOUNDS, HistogramSnapshot, StoreStats};
 
 use crate::model::{LoadReport, Sample, ServerName, ServerSummary, Timestamp};

@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Page size of a newly created database, in bytes (SQLite's default is
+/// 4096). Measured with bench-writer: one sample per insert into random
+/// servers ran about 82k samples/s with 4 KiB pages and 109k with 2 KiB.
+pub const NEW_DATABASE_PAGE_SIZE: i64 = 2048;
+
 /// How long a connection waits on a lock held by someone else (for example
 /// `sqlite3` at a prompt) before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,6 +41,11 @@ pub fn open_writer(path: &Path, synchronous_full: bool) -> Result<Connection, St
         message: err.to_string(),
     })?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Only takes effect on a new, empty database, and must come before WAL
+    // mode is set. Live samples go to a different server's page each, and a
+    // commit writes every page it touched to the WAL: smaller pages mean less
+    // to write per sample.
+    conn.pragma_update(None, "page_size", NEW_DATABASE_PAGE_SIZE)?;
     // WAL lets readers, including a person's sqlite3, read while we write.
     let mode: String =
         conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))?;

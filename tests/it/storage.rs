@@ -127,6 +127,10 @@ fn a_new_database_gets_the_schema_people_query() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
+    let page_size: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(page_size, sperform::store::NEW_DATABASE_PAGE_SIZE);
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
@@ -536,4 +540,26 @@ fn a_daemon_at_rest_empties_its_wal() {
         Status::NoContent
     );
     assert_eq!(app.stored_samples(), 21);
+}
+
+#[test]
+fn an_existing_database_keeps_its_page_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("sperform.db");
+    {
+        let conn = rusqlite::Connection::open(&db_path).unwrap();
+        conn.pragma_update(None, "page_size", 4096).unwrap();
+        conn.execute_batch(MIGRATIONS[0].1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+    }
+    let client = Client::untracked(sperform::build(figment_for(&db_path)).unwrap()).unwrap();
+    let (status, _) = read(
+        client
+            .post("/api/v1/servers/web-1/samples")
+            .body(r#"{"cpu": 1, "ram": 2}"#)
+            .dispatch(),
+    );
+    assert_eq!(status, Status::NoContent);
+    assert_eq!(count(&db_path, "PRAGMA page_size"), 4096);
+    assert_eq!(count(&db_path, "SELECT count(*) FROM samples"), 1);
 }
