@@ -233,8 +233,13 @@ fn run(
                 Err(_) => break,
             }
         }
-        commit_group(&mut state, group);
+        let answers = commit_group(&mut state, group);
+        // Out of the queue before anyone hears back, so that a client that
+        // got its answer never sees its own samples still counted as queued.
         queued.fetch_sub(weight, Ordering::AcqRel);
+        for (job, result) in answers {
+            answer(job, result);
+        }
         if rewind_wanted.swap(false, Ordering::AcqRel)
             && let Err(err) = checkpoint::passive_checkpoint(&state.conn)
         {
@@ -265,35 +270,38 @@ fn seal_when_idle(state: &mut State) {
     }
 }
 
-/// Applies a group of jobs in one transaction and answers each after the
-/// commit. Transactions begin IMMEDIATE: they take the write lock up front,
-/// waiting out the busy timeout if someone else holds it, instead of failing
-/// at once when a read snapshot cannot be upgraded. If the group fails, each
-/// job is retried in a transaction of its own, so one failing job cannot
-/// fail the others.
-fn commit_group(state: &mut State, group: Vec<Job>) {
+/// Applies a group of jobs in one transaction; returns each job with its
+/// result, for the caller to answer. Transactions begin IMMEDIATE: they take
+/// the write lock up front, waiting out the busy timeout if someone else
+/// holds it, instead of failing at once when a read snapshot cannot be
+/// upgraded. If the group fails, each job is retried in a transaction of its
+/// own, so one failing job cannot fail the others.
+fn commit_group(state: &mut State, group: Vec<Job>) -> Vec<(Job, Result<Outcome, StoreError>)> {
     match apply_in_transaction(state, &group) {
-        Ok(outcomes) => {
-            for (job, outcome) in group.into_iter().zip(outcomes) {
-                answer(job, Ok(outcome));
-            }
-        }
+        Ok(outcomes) => group
+            .into_iter()
+            .zip(outcomes)
+            .map(|(job, outcome)| (job, Ok(outcome)))
+            .collect(),
         Err(err) if group.len() == 1 => {
             state.server_ids.clear();
-            for job in group {
-                answer(job, Err(err.clone()));
-            }
+            group
+                .into_iter()
+                .map(|job| (job, Err(err.clone())))
+                .collect()
         }
         Err(_) => {
             state.server_ids.clear();
+            let mut answers = Vec::with_capacity(group.len());
             for job in group {
                 let result = apply_in_transaction(state, std::slice::from_ref(&job))
                     .map(|outcomes| outcomes.first().copied().unwrap_or(Outcome::Done));
                 if result.is_err() {
                     state.server_ids.clear();
                 }
-                answer(job, result);
+                answers.push((job, result));
             }
+            answers
         }
     }
 }
