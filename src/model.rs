@@ -250,17 +250,60 @@ impl BucketWindow {
         }
     }
 
+    /// The buckets of width `step`, aligned to multiples of it since the
+    /// epoch, that cover `[from, to]`. The last one counts only samples at
+    /// or before `to`.
+    pub fn range(
+        from: Timestamp,
+        to: Timestamp,
+        step: Step,
+        policy: &TimePolicy,
+    ) -> Result<Self, ValidationError> {
+        if from >= to {
+            return Err(ValidationError::new(format!(
+                "from ({from}) must be before to ({to})"
+            )));
+        }
+        let oldest = policy.now.millis() - policy.retention_ms;
+        if from.millis() < oldest {
+            return Err(ValidationError::new(format!(
+                "from ({from}) lies beyond the retention period: the oldest kept is {}",
+                Timestamp(oldest.max(0))
+            )));
+        }
+        let width = step.millis();
+        let first = from.floor(width).millis();
+        let last = to.floor(width).millis();
+        let count = (last - first) / width + 1;
+        if count > MAX_RANGE_BUCKETS {
+            return Err(ValidationError::new(format!(
+                "step {} makes {count} buckets from {from} to {to}; at most {MAX_RANGE_BUCKETS} are allowed, so use a larger step",
+                step.label()
+            )));
+        }
+        Ok(BucketWindow {
+            start: Timestamp(first),
+            width_ms: width,
+            count: count as usize,
+            end: to,
+        })
+    }
+
     pub fn bucket_start(&self, index: usize) -> Timestamp {
         Timestamp(self.start.millis() + self.width_ms * index as i64)
     }
 }
 
-/// One bucket's averages; `cpu` and `ram` are `None` when it holds no sample.
+/// One bucket's means and extremes; all `None` when it holds no sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bucket {
     pub start: Timestamp,
     pub cpu: Option<f64>,
     pub ram: Option<f64>,
+    pub cpu_min: Option<f64>,
+    pub cpu_max: Option<f64>,
+    pub ram_min: Option<f64>,
+    pub ram_max: Option<f64>,
     pub samples: u64,
 }
 
@@ -270,7 +313,65 @@ impl Bucket {
             start,
             cpu: None,
             ram: None,
+            cpu_min: None,
+            cpu_max: None,
+            ram_min: None,
+            ram_max: None,
             samples: 0,
+        }
+    }
+}
+
+/// Steps a range query may ask for, by name.
+const NAMED_STEPS: &[(&str, i64)] = &[
+    ("1m", MINUTE_MS),
+    ("5m", 5 * MINUTE_MS),
+    ("10m", 10 * MINUTE_MS),
+    ("15m", 15 * MINUTE_MS),
+    ("30m", 30 * MINUTE_MS),
+    ("1h", HOUR_MS),
+    ("6h", 6 * HOUR_MS),
+    ("12h", 12 * HOUR_MS),
+    ("1d", 24 * HOUR_MS),
+];
+
+/// Most buckets one range answer may hold.
+pub const MAX_RANGE_BUCKETS: i64 = 1500;
+
+/// A bucket width for range queries: a whole number of minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step(i64);
+
+impl Step {
+    /// One of `1m 5m 10m 15m 30m 1h 6h 12h 1d`, or a number of seconds that
+    /// is a whole number of minutes.
+    pub fn parse(text: &str) -> Result<Self, ValidationError> {
+        if let Some((_, millis)) = NAMED_STEPS.iter().find(|(name, _)| *name == text) {
+            return Ok(Step(*millis));
+        }
+        match text.parse::<i64>() {
+            Ok(seconds) if seconds > 0 && seconds % 60 == 0 && seconds <= 366 * 86_400 => {
+                Ok(Step(seconds * 1000))
+            }
+            _ => Err(ValidationError::new(format!(
+                "step {text:?} must be one of 1m 5m 10m 15m 30m 1h 6h 12h 1d, or seconds that make whole minutes"
+            ))),
+        }
+    }
+
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    /// Written as the largest whole unit: `5m`, `6h`, `1d`, `90m`.
+    pub fn label(self) -> String {
+        let minutes = self.0 / MINUTE_MS;
+        if minutes % (24 * 60) == 0 {
+            format!("{}d", minutes / (24 * 60))
+        } else if minutes % 60 == 0 {
+            format!("{}h", minutes / 60)
+        } else {
+            format!("{minutes}m")
         }
     }
 }
@@ -340,6 +441,48 @@ mod tests {
         let hours = BucketWindow::hours_to(at);
         assert_eq!(hours.start.to_rfc3339(), "2026-11-26T21:00:00Z");
         assert_eq!(hours.bucket_start(23).to_rfc3339(), "2026-11-27T20:00:00Z");
+    }
+
+    #[test]
+    fn steps_are_named_or_whole_minutes_of_seconds() {
+        assert_eq!(Step::parse("5m").unwrap().millis(), 5 * MINUTE_MS);
+        assert_eq!(Step::parse("1d").unwrap().label(), "1d");
+        assert_eq!(Step::parse("300").unwrap().label(), "5m");
+        assert_eq!(Step::parse("5400").unwrap().label(), "90m");
+        assert_eq!(Step::parse("7200").unwrap().label(), "2h");
+        assert!(Step::parse("90").is_err());
+        assert!(Step::parse("2m").is_err());
+        assert!(Step::parse("0").is_err());
+        assert!(Step::parse("-60").is_err());
+    }
+
+    #[test]
+    fn ranges_are_aligned_bounded_and_within_retention() {
+        let now = Timestamp::parse_rfc3339("2026-11-27T20:00:30Z").unwrap();
+        let policy = TimePolicy::new(now, 7 * 24 * HOUR_MS);
+        let at = |text: &str| Timestamp::parse_rfc3339(text).unwrap();
+        let five = Step::parse("5m").unwrap();
+        let window = BucketWindow::range(
+            at("2026-11-27T14:03:00Z"),
+            at("2026-11-27T20:00:30Z"),
+            five,
+            &policy,
+        )
+        .unwrap();
+        assert_eq!(window.start.to_rfc3339(), "2026-11-27T14:00:00Z");
+        assert_eq!(window.count, 73);
+        assert_eq!(window.bucket_start(72).to_rfc3339(), "2026-11-27T20:00:00Z");
+        assert_eq!(window.end, now);
+        let one_minute = Step::parse("1m").unwrap();
+        // 1,500 one-minute buckets fit; 1,501 do not.
+        let from = at("2026-11-26T19:01:00Z");
+        assert!(BucketWindow::range(from, at("2026-11-27T20:00:59Z"), one_minute, &policy).is_ok());
+        assert!(
+            BucketWindow::range(from, at("2026-11-27T20:01:00Z"), one_minute, &policy).is_err()
+        );
+        assert!(BucketWindow::range(now, now, five, &policy).is_err());
+        let too_old = at("2026-11-20T19:00:00Z");
+        assert!(BucketWindow::range(too_old, now, Step::parse("1d").unwrap(), &policy).is_err());
     }
 
     #[test]

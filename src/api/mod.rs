@@ -27,6 +27,7 @@ pub fn v1_routes() -> Vec<Route> {
         samples::post_batch,
         servers::list,
         servers::load,
+        servers::range,
         servers::delete,
         overview::overview,
     ]

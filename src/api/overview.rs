@@ -48,7 +48,7 @@ pub async fn overview(
     store: &State<Store>,
 ) -> Result<Json<OverviewBody>, ApiError> {
     let at = match at {
-        Some(text) => wire::parse_time_param(text)?,
+        Some(text) => wire::parse_time_param("at", text)?,
         None => Timestamp::now(),
     };
     let servers = store.overview(at).await?;

@@ -5,9 +5,10 @@ use rocket::response::status::NoContent;
 use rocket::serde::json::Json;
 
 use super::auth::{Ingest, Read};
-use super::wire::{self, LoadBody, ServerBody};
+use super::wire::{self, LoadBody, RangeBody, ServerBody};
+use crate::config::Settings;
 use crate::error::ApiError;
-use crate::model::{ServerName, Timestamp};
+use crate::model::{BucketWindow, ServerName, Step, TimePolicy, Timestamp};
 use crate::store::Store;
 
 #[rocket::get("/servers")]
@@ -25,12 +26,34 @@ pub async fn load(
 ) -> Result<Json<LoadBody>, ApiError> {
     let server = ServerName::parse(name)?;
     let at = match at {
-        Some(text) => wire::parse_time_param(text)?,
+        Some(text) => wire::parse_time_param("at", text)?,
         None => Timestamp::now(),
     };
     let report = store.load(server.clone(), at).await?;
     let report = report.ok_or_else(|| unknown_server(&server))?;
     Ok(Json(LoadBody::from(&report)))
+}
+
+#[rocket::get("/servers/<name>/load/range?<from>&<to>&<step>")]
+pub async fn range(
+    _auth: Read,
+    name: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+    step: Option<&str>,
+    store: &State<Store>,
+    settings: &State<Settings>,
+) -> Result<Json<RangeBody>, ApiError> {
+    let server = ServerName::parse(name)?;
+    let from = wire::required_time_param("from", from)?;
+    let to = wire::required_time_param("to", to)?;
+    let step = step.ok_or_else(|| ApiError::unprocessable("query parameter `step` is missing"))?;
+    let step = Step::parse(step)?;
+    let policy = TimePolicy::new(Timestamp::now(), settings.retention_ms());
+    let window = BucketWindow::range(from, to, step, &policy)?;
+    let buckets = store.range(server.clone(), window).await?;
+    let buckets = buckets.ok_or_else(|| unknown_server(&server))?;
+    Ok(Json(RangeBody::new(&server, from, to, step, &buckets)))
 }
 
 #[rocket::delete("/servers/<name>")]

@@ -11,8 +11,8 @@ use serde_json::error::Category;
 
 use crate::error::ApiError;
 use crate::model::{
-    Bucket, LoadReport, MAX_BATCH_LEN, Sample, ServerName, ServerSummary, TimePolicy, Timestamp,
-    ValidationError,
+    Bucket, LoadReport, MAX_BATCH_LEN, Sample, ServerName, ServerSummary, Step, TimePolicy,
+    Timestamp, ValidationError,
 };
 
 /// A time as clients may send it: an RFC 3339 string with any offset, or a
@@ -156,14 +156,14 @@ pub fn parse_batch(body: &[u8], policy: &TimePolicy) -> Result<Vec<Sample>, ApiE
     }
 }
 
-/// Parses a time given in a query string (`?at=`), in either request form.
-pub fn parse_time_param(text: &str) -> Result<Timestamp, ApiError> {
+/// Parses a time given in query parameter `name`, in either request form.
+pub fn parse_time_param(name: &str, text: &str) -> Result<Timestamp, ApiError> {
     let parsed = match text.parse::<f64>() {
         Ok(seconds) => Timestamp::from_unix_seconds(seconds),
         // A `+` of an offset arrives as a space unless sent as %2B.
         Err(_) => Timestamp::parse_rfc3339(&text.replace(' ', "+")),
     };
-    parsed.map_err(|err| ApiError::unprocessable(format!("query parameter `at`: {err}")))
+    parsed.map_err(|err| ApiError::unprocessable(format!("query parameter `{name}`: {err}")))
 }
 
 /// Maps a serde_json failure: broken JSON is a 400, well-formed JSON of the
@@ -251,6 +251,10 @@ pub struct BucketBody {
     start: String,
     cpu: Option<f64>,
     ram: Option<f64>,
+    cpu_min: Option<f64>,
+    cpu_max: Option<f64>,
+    ram_min: Option<f64>,
+    ram_max: Option<f64>,
     samples: u64,
 }
 
@@ -260,9 +264,51 @@ impl From<&Bucket> for BucketBody {
             start: bucket.start.to_rfc3339_seconds(),
             cpu: bucket.cpu,
             ram: bucket.ram,
+            cpu_min: bucket.cpu_min,
+            cpu_max: bucket.cpu_max,
+            ram_min: bucket.ram_min,
+            ram_max: bucket.ram_max,
             samples: bucket.samples,
         }
     }
+}
+
+/// Response of `GET /api/v1/servers/<name>/load/range`.
+#[derive(Debug, Serialize)]
+pub struct RangeBody {
+    server: String,
+    from: String,
+    to: String,
+    step: String,
+    buckets: Vec<BucketBody>,
+}
+
+impl RangeBody {
+    pub fn new(
+        server: &ServerName,
+        from: Timestamp,
+        to: Timestamp,
+        step: Step,
+        buckets: &[Bucket],
+    ) -> Self {
+        RangeBody {
+            server: server.to_string(),
+            from: from.to_rfc3339(),
+            to: to.to_rfc3339(),
+            step: step.label(),
+            buckets: buckets.iter().map(BucketBody::from).collect(),
+        }
+    }
+}
+
+/// Reads a required query parameter that holds a time.
+pub fn required_time_param(name: &str, text: Option<&str>) -> Result<Timestamp, ApiError> {
+    let Some(text) = text else {
+        return Err(ApiError::unprocessable(format!(
+            "query parameter `{name}` is missing"
+        )));
+    };
+    parse_time_param(name, text)
 }
 
 impl From<&LoadReport> for LoadBody {

@@ -21,7 +21,9 @@ use rusqlite::ErrorCode;
 pub use schema::{MIGRATIONS, NEW_DATABASE_PAGE_SIZE};
 pub use stats::{COMMIT_SECONDS_BOUNDS, GROUP_SAMPLES_BOUNDS, HistogramSnapshot, StoreStats};
 
-use crate::model::{LoadReport, Sample, ServerName, ServerSummary, Timestamp};
+use crate::model::{
+    Bucket, BucketWindow, LoadReport, Sample, ServerName, ServerSummary, Timestamp,
+};
 use background::Background;
 pub use retention::{BATCH_SAMPLES as RETENTION_BATCH_SAMPLES, RetentionReport};
 use writer::Writer;
@@ -212,6 +214,17 @@ impl Store {
     /// Whether a server of this name is known.
     pub async fn has_server(&self, server: ServerName) -> Result<bool, StoreError> {
         self.read(move |conn| queries::server_exists(conn, &server))
+            .await
+    }
+
+    /// The buckets of `window` for `server`, or `None` for a server never
+    /// seen.
+    pub async fn range(
+        &self,
+        server: ServerName,
+        window: BucketWindow,
+    ) -> Result<Option<Vec<Bucket>>, StoreError> {
+        self.read(move |conn| queries::range(conn, &server, window))
             .await
     }
 

@@ -18,20 +18,11 @@ pub fn load(
 ) -> Result<Option<LoadReport>, StoreError> {
     // One read transaction, so both views and the seal agree.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-    let found: Option<(i64, i64)> = tx
-        .prepare_cached(
-            "SELECT id, (SELECT sealed_until FROM rollup_state) FROM servers WHERE name = ?1",
-        )?
-        .query_row([server.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
-    let Some((server_id, sealed_until)) = found else {
+    let Some((server_id, sealed_until)) = find_server(&tx, server)? else {
         return Ok(None);
     };
-    // Below `rolled_up` the rollups are complete and hold no sample after
-    // `at`; from it up to `at`, raw samples are read.
-    let rolled_up = sealed_until.min(at.floor(MINUTE_MS).millis());
-    let by_minute = minute_buckets(&tx, server_id, at, rolled_up)?;
-    let by_hour = hour_buckets(&tx, server_id, at, rolled_up)?;
+    let by_minute = buckets(&tx, server_id, BucketWindow::minutes_to(at), sealed_until)?;
+    let by_hour = buckets(&tx, server_id, BucketWindow::hours_to(at), sealed_until)?;
     tx.finish()?;
     Ok(Some(LoadReport {
         server: server.clone(),
@@ -41,80 +32,78 @@ pub fn load(
     }))
 }
 
-/// The 60 minutes up to `at`: minutes before `rolled_up` from
-/// `minute_rollups`, the rest from the samples at or before `at`.
-fn minute_buckets(
-    conn: &Connection,
-    server_id: i64,
-    at: Timestamp,
-    rolled_up: i64,
-) -> Result<Vec<Bucket>, StoreError> {
-    let window = BucketWindow::minutes_to(at);
-    // The two parts cover different minutes, so no bucket needs both.
-    let mut statement = conn.prepare_cached(
-        "SELECT (minute - :start) / 60000, samples, cpu_sum / samples, ram_sum / samples
-         FROM minute_rollups
-         WHERE server_id = :server AND minute >= :start AND minute < :rolled_up
-         UNION ALL
-         SELECT (time - :start) / 60000 AS bucket, count(*), avg(cpu), avg(ram)
-         FROM samples
-         WHERE server_id = :server AND time >= max(:start, :rolled_up) AND time <= :at
-         GROUP BY bucket",
-    )?;
-    let rows = statement.query(rusqlite::named_params! {
-        ":server": server_id,
-        ":start": window.start.millis(),
-        ":rolled_up": rolled_up,
-        ":at": at.millis(),
-    })?;
-    fill(window, rows)
+/// The buckets of any window (a range query), or `None` for a server never
+/// seen.
+pub fn range(
+    conn: &mut Connection,
+    server: &ServerName,
+    window: BucketWindow,
+) -> Result<Option<Vec<Bucket>>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+    let Some((server_id, sealed_until)) = find_server(&tx, server)? else {
+        return Ok(None);
+    };
+    let buckets = buckets(&tx, server_id, window, sealed_until)?;
+    tx.finish()?;
+    Ok(Some(buckets))
 }
 
-/// The 24 hours up to `at`: whole hours before `rolled_up` from
-/// `hour_rollups`, the minutes before it in a later hour from
-/// `minute_rollups`, the rest from the samples at or before `at`.
-fn hour_buckets(
+/// The server's id and the rollup seal, read in the caller's transaction.
+fn find_server(conn: &Connection, server: &ServerName) -> Result<Option<(i64, i64)>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, (SELECT sealed_until FROM rollup_state) FROM servers WHERE name = ?1",
+        )?
+        .query_row([server.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?)
+}
+
+/// Every bucket of `window` (whose width is a whole number of minutes),
+/// counting the samples at or before `window.end`. Below `rolled_up` the
+/// rollups are complete and hold no sample after the end: whole hours come
+/// from `hour_rollups` when buckets are whole hours, the other minutes from
+/// `minute_rollups`; from `rolled_up` to the end, the samples themselves.
+fn buckets(
     conn: &Connection,
     server_id: i64,
-    at: Timestamp,
-    rolled_up: i64,
+    window: BucketWindow,
+    sealed_until: i64,
 ) -> Result<Vec<Bucket>, StoreError> {
-    let window = BucketWindow::hours_to(at);
-    let rolled_up_hours = rolled_up - rolled_up.rem_euclid(HOUR_MS);
-    // Whole rolled-up hours stand alone; the hours from `rolled_up_hours`
-    // on may mix minute rollups and raw samples, so those are grouped.
+    let rolled_up = sealed_until.min(window.end.floor(MINUTE_MS).millis());
+    let hours_end = if window.width_ms % HOUR_MS == 0 {
+        rolled_up - rolled_up.rem_euclid(HOUR_MS)
+    } else {
+        window.start.millis()
+    };
     let mut statement = conn.prepare_cached(
-        "SELECT (hour - :start) / 3600000, samples, cpu_sum / samples, ram_sum / samples
-         FROM hour_rollups
-         WHERE server_id = :server AND hour >= :start AND hour < :rolled_up_hours
-         UNION ALL
-         SELECT bucket, sum(n), sum(cpu) / sum(n), sum(ram) / sum(n)
+        "SELECT bucket, sum(n), sum(cpu) / sum(n), sum(ram) / sum(n),
+                min(cpu_min), max(cpu_max), min(ram_min), max(ram_max)
          FROM (
-             SELECT (minute - :start) / 3600000 AS bucket, samples AS n,
-                    cpu_sum AS cpu, ram_sum AS ram
+             SELECT (hour - :start) / :width AS bucket, samples AS n, cpu_sum AS cpu,
+                    ram_sum AS ram, cpu_min, cpu_max, ram_min, ram_max
+             FROM hour_rollups
+             WHERE server_id = :server AND hour >= :start AND hour < :hours_end
+             UNION ALL
+             SELECT (minute - :start) / :width, samples, cpu_sum, ram_sum,
+                    cpu_min, cpu_max, ram_min, ram_max
              FROM minute_rollups
-             WHERE server_id = :server AND minute >= max(:start, :rolled_up_hours)
+             WHERE server_id = :server AND minute >= max(:start, :hours_end)
                    AND minute < :rolled_up
              UNION ALL
-             SELECT (time - :start) / 3600000, 1, cpu, ram
+             SELECT (time - :start) / :width, 1, cpu, ram, cpu, cpu, ram, ram
              FROM samples
-             WHERE server_id = :server AND time >= max(:start, :rolled_up) AND time <= :at
+             WHERE server_id = :server AND time >= max(:start, :rolled_up) AND time <= :end
          )
          GROUP BY bucket",
     )?;
-    let rows = statement.query(rusqlite::named_params! {
+    let mut rows = statement.query(rusqlite::named_params! {
         ":server": server_id,
         ":start": window.start.millis(),
-        ":rolled_up_hours": rolled_up_hours,
+        ":width": window.width_ms,
+        ":hours_end": hours_end,
         ":rolled_up": rolled_up,
-        ":at": at.millis(),
+        ":end": window.end.millis(),
     })?;
-    fill(window, rows)
-}
-
-/// All buckets of `window`, filled from rows of (index, samples, cpu mean,
-/// ram mean); the buckets no row names stay empty.
-fn fill(window: BucketWindow, mut rows: rusqlite::Rows<'_>) -> Result<Vec<Bucket>, StoreError> {
     let mut buckets: Vec<Bucket> = (0..window.count)
         .map(|index| Bucket::empty(window.bucket_start(index)))
         .collect();
@@ -131,6 +120,10 @@ fn fill(window: BucketWindow, mut rows: rusqlite::Rows<'_>) -> Result<Vec<Bucket
         bucket.samples = samples.unsigned_abs();
         bucket.cpu = row.get(2)?;
         bucket.ram = row.get(3)?;
+        bucket.cpu_min = row.get(4)?;
+        bucket.cpu_max = row.get(5)?;
+        bucket.ram_min = row.get(6)?;
+        bucket.ram_max = row.get(7)?;
     }
     Ok(buckets)
 }

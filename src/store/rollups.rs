@@ -17,12 +17,30 @@ use rusqlite::{Connection, Transaction, params};
 use super::StoreError;
 use crate::model::{HOUR_MS, MINUTE_MS, Sample};
 
-/// Sum and count of some samples.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+/// Sum, count and extremes of some samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sums {
     pub samples: i64,
     pub cpu: f64,
     pub ram: f64,
+    pub cpu_min: f64,
+    pub cpu_max: f64,
+    pub ram_min: f64,
+    pub ram_max: f64,
+}
+
+impl Default for Sums {
+    fn default() -> Self {
+        Sums {
+            samples: 0,
+            cpu: 0.0,
+            ram: 0.0,
+            cpu_min: f64::INFINITY,
+            cpu_max: f64::NEG_INFINITY,
+            ram_min: f64::INFINITY,
+            ram_max: f64::NEG_INFINITY,
+        }
+    }
 }
 
 impl Sums {
@@ -30,12 +48,20 @@ impl Sums {
         self.samples += 1;
         self.cpu += sample.cpu;
         self.ram += sample.ram;
+        self.cpu_min = self.cpu_min.min(sample.cpu);
+        self.cpu_max = self.cpu_max.max(sample.cpu);
+        self.ram_min = self.ram_min.min(sample.ram);
+        self.ram_max = self.ram_max.max(sample.ram);
     }
 
     fn merge(&mut self, other: &Sums) {
         self.samples += other.samples;
         self.cpu += other.cpu;
         self.ram += other.ram;
+        self.cpu_min = self.cpu_min.min(other.cpu_min);
+        self.cpu_max = self.cpu_max.max(other.cpu_max);
+        self.ram_min = self.ram_min.min(other.ram_min);
+        self.ram_max = self.ram_max.max(other.ram_max);
     }
 }
 
@@ -70,20 +96,29 @@ impl RollupDelta {
     }
 }
 
-const MINUTE_UPSERT: &str =
-    "INSERT INTO minute_rollups (server_id, minute, samples, cpu_sum, ram_sum)
-     VALUES (?1, ?2, ?3, ?4, ?5)
+const MINUTE_UPSERT: &str = "INSERT INTO minute_rollups
+         (server_id, minute, samples, cpu_sum, ram_sum, cpu_min, cpu_max, ram_min, ram_max)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
      ON CONFLICT (server_id, minute) DO UPDATE SET
          samples = samples + excluded.samples,
          cpu_sum = cpu_sum + excluded.cpu_sum,
-         ram_sum = ram_sum + excluded.ram_sum";
+         ram_sum = ram_sum + excluded.ram_sum,
+         cpu_min = min(cpu_min, excluded.cpu_min),
+         cpu_max = max(cpu_max, excluded.cpu_max),
+         ram_min = min(ram_min, excluded.ram_min),
+         ram_max = max(ram_max, excluded.ram_max)";
 
-const HOUR_UPSERT: &str = "INSERT INTO hour_rollups (server_id, hour, samples, cpu_sum, ram_sum)
-     VALUES (?1, ?2, ?3, ?4, ?5)
+const HOUR_UPSERT: &str = "INSERT INTO hour_rollups
+         (server_id, hour, samples, cpu_sum, ram_sum, cpu_min, cpu_max, ram_min, ram_max)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
      ON CONFLICT (server_id, hour) DO UPDATE SET
          samples = samples + excluded.samples,
          cpu_sum = cpu_sum + excluded.cpu_sum,
-         ram_sum = ram_sum + excluded.ram_sum";
+         ram_sum = ram_sum + excluded.ram_sum,
+         cpu_min = min(cpu_min, excluded.cpu_min),
+         cpu_max = max(cpu_max, excluded.cpu_max),
+         ram_min = min(ram_min, excluded.ram_min),
+         ram_max = max(ram_max, excluded.ram_max)";
 
 /// Adds each (server, bucket) sum to its rollup row with `upsert`.
 fn upsert_all(
@@ -93,7 +128,17 @@ fn upsert_all(
 ) -> Result<(), StoreError> {
     let mut statement = tx.prepare_cached(upsert)?;
     for ((server_id, bucket), sums) in sums {
-        statement.execute(params![server_id, bucket, sums.samples, sums.cpu, sums.ram])?;
+        statement.execute(params![
+            server_id,
+            bucket,
+            sums.samples,
+            sums.cpu,
+            sums.ram,
+            sums.cpu_min,
+            sums.cpu_max,
+            sums.ram_min,
+            sums.ram_max
+        ])?;
     }
     Ok(())
 }
@@ -114,7 +159,8 @@ impl Unsealed {
         // One index seek per server rather than a scan of every sample.
         let mut statement = conn.prepare(
             "SELECT samples.server_id, samples.time - samples.time % 60000,
-                    count(*), total(samples.cpu), total(samples.ram)
+                    count(*), total(samples.cpu), total(samples.ram),
+                    min(samples.cpu), max(samples.cpu), min(samples.ram), max(samples.ram)
              FROM servers CROSS JOIN samples
                  ON samples.server_id = servers.id AND samples.time >= ?1
              GROUP BY samples.server_id, samples.time / 60000",
@@ -126,6 +172,10 @@ impl Unsealed {
                     samples: row.get(2)?,
                     cpu: row.get(3)?,
                     ram: row.get(4)?,
+                    cpu_min: row.get(5)?,
+                    cpu_max: row.get(6)?,
+                    ram_min: row.get(7)?,
+                    ram_max: row.get(8)?,
                 },
             ))
         })?;

@@ -23,6 +23,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_rollup_seal",
         include_str!("../../migrations/0003_rollup_seal.sql"),
     ),
+    (
+        "0004_rollup_extremes",
+        include_str!("../../migrations/0004_rollup_extremes.sql"),
+    ),
 ];
 
 /// Page size of a newly created database, in bytes (SQLite's default is
@@ -144,7 +148,12 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         assert_eq!(
             migrate(&mut conn).unwrap(),
-            vec!["0001_initial", "0002_rollups", "0003_rollup_seal"]
+            vec![
+                "0001_initial",
+                "0002_rollups",
+                "0003_rollup_seal",
+                "0004_rollup_extremes"
+            ]
         );
         assert!(migrate(&mut conn).unwrap().is_empty());
     }

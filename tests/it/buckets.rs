@@ -96,7 +96,8 @@ fn empty_buckets_are_null_with_zero_samples() {
     post_at(&app, "web-1", at(base, 5 * MINUTE_MS), 12.5, 40.0);
     let report = app.load("web-1", at(base, 30 * MINUTE_MS));
     let empty = json!({"start": at(base, 29 * MINUTE_MS).to_rfc3339_seconds(),
-                       "cpu": null, "ram": null, "samples": 0});
+                       "cpu": null, "ram": null, "cpu_min": null, "cpu_max": null,
+                       "ram_min": null, "ram_max": null, "samples": 0});
     assert_eq!(report["by_minute"][58], empty);
     assert_eq!(filled(&report["by_minute"]), vec![(34, 12.5, 40.0, 1)]);
     assert_eq!(filled(&report["by_hour"]), vec![(23, 12.5, 40.0, 1)]);
@@ -270,4 +271,36 @@ fn later_samples_in_the_minute_and_hour_of_at_are_left_out() {
     // Once `at` has passed them, they count.
     let report = app.load("web-1", at(base, 59 * MINUTE_MS));
     assert_eq!(filled(&report["by_hour"]), vec![(23, 50.0, 50.0, 4)]);
+}
+
+#[test]
+fn buckets_carry_the_smallest_and_largest_values() {
+    let app = TestApp::new();
+    let base = base_hour();
+    // Two in one minute, one in the next; the hour holds all three.
+    post_at(&app, "web-1", at(base, 1_000), 10.0, 70.0);
+    post_at(&app, "web-1", at(base, 2_000), 30.0, 50.0);
+    post_at(&app, "web-1", at(base, MINUTE_MS), 5.5, 90.0);
+    let report = app.load("web-1", at(base, 2 * MINUTE_MS - 1));
+    let minute = &report["by_minute"][58];
+    assert_eq!(
+        (
+            &minute["cpu_min"],
+            &minute["cpu_max"],
+            &minute["ram_min"],
+            &minute["ram_max"]
+        ),
+        (&json!(10.0), &json!(30.0), &json!(50.0), &json!(70.0))
+    );
+    let hour = &report["by_hour"][23];
+    assert_eq!(
+        (
+            &hour["cpu_min"],
+            &hour["cpu_max"],
+            &hour["ram_min"],
+            &hour["ram_max"]
+        ),
+        (&json!(5.5), &json!(30.0), &json!(50.0), &json!(90.0))
+    );
+    assert_eq!(hour["cpu"], 15.166666666666666);
 }

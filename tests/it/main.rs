@@ -11,6 +11,7 @@ mod buckets;
 mod cli;
 mod errors;
 mod metrics;
+mod range;
 mod retention;
 mod servers;
 mod storage;
