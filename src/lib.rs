@@ -65,6 +65,7 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, StartupError> {
         .manage(drain)
         .attach(api::RequestTelemetry::new(http_stats))
         .mount("/api/v1", api::v1_routes())
+        .mount("/prometheus/api/v1", api::prometheus_routes())
         .mount("/", api::root_routes())
         .mount("/", api::dashboard_routes())
         .register("/", api::catchers())

@@ -18,6 +18,7 @@ use rocket::http::{ContentType, Header, Status};
 use rocket::request::Request;
 use rocket::response::{self, Responder, Response};
 
+use super::openapi::ErrorBody;
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::model::ServerName;
@@ -104,6 +105,13 @@ pub static ASSET_VERSION: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// `GET /`: every server with its current load and last hour.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "dashboard",
+    summary = "The dashboard's overview page",
+    responses((status = 200, description = "HTML page; its script reads the JSON API", body = String, content_type = "text/html")),
+)]
 #[rocket::get("/")]
 pub fn overview_page() -> Page {
     Page::new(Status::Ok, fill(OVERVIEW_PAGE, &[]))
@@ -113,6 +121,19 @@ pub fn overview_page() -> Page {
 /// that never reported. With a read token configured the page cannot tell
 /// (that would reveal server names to anyone), so it is served and its
 /// script says so once the API has answered.
+#[utoipa::path(
+    get,
+    path = "/servers/{name}",
+    tag = "dashboard",
+    summary = "The dashboard's page of one server",
+    params(("name" = String, Path, description = "Server name")),
+    responses(
+        (status = 200, description = "HTML page; its script reads the JSON API", body = String, content_type = "text/html"),
+        (status = 404, description = "HTML page: not a server name, or (without a read token) no such server", body = String, content_type = "text/html"),
+        (status = 503, description = "HTML page: the database is busy", body = String, content_type = "text/html"),
+        (status = 500, description = "HTML page: storage failure", body = String, content_type = "text/html"),
+    ),
+)]
 #[rocket::get("/servers/<name>")]
 pub async fn server_page(name: &str, store: &State<Store>, settings: &State<Settings>) -> Page {
     let server = match ServerName::parse(name) {
@@ -133,6 +154,14 @@ pub async fn server_page(name: &str, store: &State<Store>, settings: &State<Sett
 }
 
 /// Any deeper path under `/servers/`: no such page.
+#[utoipa::path(
+    get,
+    path = "/servers/{_path}",
+    tag = "dashboard",
+    summary = "Any deeper path under /servers/: no such page",
+    params(("_path" = String, Path, description = "Two or more path segments")),
+    responses((status = 404, description = "HTML page", body = String, content_type = "text/html")),
+)]
 #[rocket::get("/servers/<_path..>", rank = 2)]
 pub fn no_such_server_page(_path: PathBuf) -> Page {
     Page::not_found("There is no such page.")
@@ -141,6 +170,25 @@ pub fn no_such_server_page(_path: PathBuf) -> Page {
 /// `GET /assets/<version>/<file>`: an embedded asset, if `version` is the
 /// current one (an older page asking for older assets gets a 404, not new
 /// contents under an old name cached for a year).
+#[utoipa::path(
+    get,
+    path = "/assets/{version}/{file}",
+    tag = "dashboard",
+    summary = "A dashboard asset",
+    description = "Cached for a year: `version` is a hash of the assets, and only the current one is served.",
+    params(
+        ("version" = String, Path, description = "The current assets' version, as the pages name it"),
+        ("file" = String, Path, description = "One of `app.css`, `common.js`, `overview.js`, `server.js`, `icon.svg`"),
+    ),
+    responses(
+        (status = 200, description = "The asset", content(
+            (String = "text/css"),
+            (String = "text/javascript"),
+            (String = "image/svg+xml"),
+        )),
+        (status = 404, description = "No such asset, or another version", body = ErrorBody),
+    ),
+)]
 #[rocket::get("/assets/<version>/<file>")]
 pub fn asset(version: &str, file: &str) -> Result<AssetResponse, ApiError> {
     ASSETS

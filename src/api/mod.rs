@@ -6,7 +6,9 @@ mod catchers;
 pub mod dashboard;
 mod health;
 pub mod metrics;
+mod openapi;
 mod overview;
+pub mod prometheus;
 mod samples;
 mod servers;
 pub mod telemetry;
@@ -30,12 +32,29 @@ pub fn v1_routes() -> Vec<Route> {
         servers::range,
         servers::delete,
         overview::overview,
+        openapi::openapi,
     ]
 }
 
 /// Routes mounted at `/`.
 pub fn root_routes() -> Vec<Route> {
     rocket::routes![health::health, metrics::metrics]
+}
+
+/// The Prometheus-compatible read API, mounted under `/prometheus/api/v1`.
+pub fn prometheus_routes() -> Vec<Route> {
+    rocket::routes![
+        prometheus::query_get,
+        prometheus::query_post,
+        prometheus::query_range_get,
+        prometheus::query_range_post,
+        prometheus::labels_get,
+        prometheus::labels_post,
+        prometheus::label_values,
+        prometheus::series_get,
+        prometheus::series_post,
+        prometheus::buildinfo,
+    ]
 }
 
 /// The dashboard's pages and assets, mounted at `/`.

@@ -7,13 +7,14 @@ use rocket::serde::json::Json;
 use serde::Serialize;
 
 use super::auth::Read;
+use super::openapi::ErrorBody;
 use super::wire;
 use crate::error::ApiError;
 use crate::model::{BucketWindow, Timestamp};
 use crate::store::{ServerOverview, Store};
 
 /// Response of `GET /api/v1/overview`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OverviewBody {
     at: String,
     /// Start of the oldest of the 60 minutes; `cpu[i]` and `ram[i]` are the
@@ -22,7 +23,8 @@ pub struct OverviewBody {
     servers: Vec<ServerOverviewBody>,
 }
 
-#[derive(Debug, Serialize)]
+/// One server's latest sample time and 60 minute means, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServerOverviewBody {
     name: String,
     last_seen: Option<String>,
@@ -41,6 +43,21 @@ impl From<ServerOverview> for ServerOverviewBody {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/overview",
+    tag = "read",
+    summary = "Every server's last 60 minutes",
+    params(("at" = inline(Option<String>), Query, description = "The end of the hour; now if left out. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z")),
+    responses(
+        (status = 200, description = "Every server's latest sample time and 60 minute means", body = OverviewBody),
+        (status = 401, description = "A token is configured and the request lacks it or has another", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
+        (status = 422, description = "A parameter or field is invalid; the message names it", body = ErrorBody),
+        (status = 503, description = "The daemon is busy (write queue full, database busy) or shutting down; retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 500, description = "Storage failure; see the daemon's log", body = ErrorBody),
+    ),
+    security((), ("read_token" = []))
+)]
 #[rocket::get("/overview?<at>")]
 pub async fn overview(
     _auth: Read,

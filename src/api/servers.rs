@@ -5,18 +5,52 @@ use rocket::response::status::NoContent;
 use rocket::serde::json::Json;
 
 use super::auth::{Ingest, Read};
+use super::openapi::ErrorBody;
 use super::wire::{self, LoadBody, RangeBody, ServerBody};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::model::{BucketWindow, ServerName, Step, TimePolicy, Timestamp};
 use crate::store::Store;
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/servers",
+    tag = "read",
+    summary = "List servers",
+    responses(
+        (status = 200, description = "Every server that has reported", body = Vec<ServerBody>),
+        (status = 401, description = "A token is configured and the request lacks it or has another", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
+        (status = 503, description = "The daemon is busy (write queue full, database busy) or shutting down; retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 500, description = "Storage failure; see the daemon's log", body = ErrorBody),
+    ),
+    security((), ("read_token" = []))
+)]
 #[rocket::get("/servers")]
 pub async fn list(_auth: Read, store: &State<Store>) -> Result<Json<Vec<ServerBody>>, ApiError> {
     let servers = store.servers().await?;
     Ok(Json(servers.into_iter().map(ServerBody::from).collect()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/servers/{name}/load",
+    tag = "read",
+    summary = "A server's last 60 minutes and 24 hours",
+    description = "60 one-minute and 24 one-hour buckets, oldest first, the last of each holding `at`; only samples at or before `at` count.",
+    params(
+        ("name" = String, Path, description = "Server name: 1 to 253 characters from `A-Z a-z 0-9 . _ : -`", min_length = 1, max_length = 253, pattern = r"^[A-Za-z0-9._:-]+$"),
+        ("at" = inline(Option<String>), Query, description = "The end of the views; now if left out. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z"),
+    ),
+    responses(
+        (status = 200, description = "The two views", body = LoadBody),
+        (status = 401, description = "A token is configured and the request lacks it or has another", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
+        (status = 404, description = "No server of that name has reported (or it was deleted)", body = ErrorBody),
+        (status = 422, description = "A parameter or field is invalid; the message names it", body = ErrorBody),
+        (status = 503, description = "The daemon is busy (write queue full, database busy) or shutting down; retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 500, description = "Storage failure; see the daemon's log", body = ErrorBody),
+    ),
+    security((), ("read_token" = []))
+)]
 #[rocket::get("/servers/<name>/load?<at>")]
 pub async fn load(
     _auth: Read,
@@ -34,6 +68,28 @@ pub async fn load(
     Ok(Json(LoadBody::from(&report)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/servers/{name}/load/range",
+    tag = "read",
+    summary = "A server's buckets over any range at any step",
+    description = "Buckets aligned to multiples of `step` since the Unix epoch (UTC), covering `[from, to]`, oldest first and dense (empty ones with `null`s). At most 1,500 buckets; `from` before `to` and within the retention period.",
+    params(
+        ("name" = String, Path, description = "Server name: 1 to 253 characters from `A-Z a-z 0-9 . _ : -`", min_length = 1, max_length = 253, pattern = r"^[A-Za-z0-9._:-]+$"),
+        ("from" = String, Query, description = "Required: the start of the range. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z"),
+        ("to" = String, Query, description = "Required: the end of the range, after `from`; only samples at or before it count. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z"),
+        ("step" = String, Query, description = "Required: the bucket width, one of `1m 5m 10m 15m 30m 1h 6h 12h 1d`, or a number of seconds that makes whole minutes (`300` is `5m`).", example = "5m"),
+    ),
+    responses(
+        (status = 200, description = "The buckets", body = RangeBody),
+        (status = 401, description = "A token is configured and the request lacks it or has another", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
+        (status = 404, description = "No server of that name has reported (or it was deleted)", body = ErrorBody),
+        (status = 422, description = "A parameter or field is invalid; the message names it", body = ErrorBody),
+        (status = 503, description = "The daemon is busy (write queue full, database busy) or shutting down; retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 500, description = "Storage failure; see the daemon's log", body = ErrorBody),
+    ),
+    security((), ("read_token" = []))
+)]
 #[rocket::get("/servers/<name>/load/range?<from>&<to>&<step>")]
 pub async fn range(
     _auth: Read,
@@ -56,6 +112,22 @@ pub async fn range(
     Ok(Json(RangeBody::new(&server, from, to, step, &buckets)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/servers/{name}",
+    tag = "ingest",
+    summary = "Delete a server and all its samples",
+    params(("name" = String, Path, description = "Server name: 1 to 253 characters from `A-Z a-z 0-9 . _ : -`", min_length = 1, max_length = 253, pattern = r"^[A-Za-z0-9._:-]+$")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "A token is configured and the request lacks it or has another", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
+        (status = 404, description = "No server of that name has reported (or it was deleted)", body = ErrorBody),
+        (status = 422, description = "A parameter or field is invalid; the message names it", body = ErrorBody),
+        (status = 503, description = "The daemon is busy (write queue full, database busy) or shutting down; retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 500, description = "Storage failure; see the daemon's log", body = ErrorBody),
+    ),
+    security((), ("ingest_token" = []))
+)]
 #[rocket::delete("/servers/<name>")]
 pub async fn delete(
     _auth: Ingest,

@@ -8,6 +8,8 @@ use rocket::http::Status;
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+use utoipa::openapi::{RefOr, Schema};
 
 use crate::error::ApiError;
 use crate::model::{
@@ -19,6 +21,36 @@ use crate::model::{
 /// JSON number of Unix seconds (fractions allowed).
 #[derive(Debug, Clone, Copy)]
 struct WireTime(Timestamp);
+
+impl utoipa::PartialSchema for WireTime {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .description(Some(
+                "A time: an RFC 3339 string with any offset, or a number of Unix seconds \
+                 (fractions allowed).",
+            ))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                    .description(Some("RFC 3339, any offset"))
+                    .examples(["2026-11-27T21:11:05Z"]),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Number)
+                    .description(Some("Unix seconds, fractions allowed"))
+                    .examples([1_795_727_465.25]),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for WireTime {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Time".into()
+    }
+}
 
 impl<'de> Deserialize<'de> for WireTime {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -82,22 +114,36 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
 }
 
 /// Body of `POST /api/v1/servers/<name>/samples`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SampleBody {
+pub(crate) struct SampleBody {
+    /// CPU busy share in percent.
+    #[schema(minimum = 0.0, maximum = 100.0)]
     cpu: f64,
+    /// RAM in use in percent.
+    #[schema(minimum = 0.0, maximum = 100.0)]
     ram: f64,
+    /// When the sample was taken; the time of arrival if left out. At most
+    /// 5 minutes ahead of the daemon's clock and within the retention period.
     #[serde(default)]
     time: Option<WireTime>,
 }
 
 /// One entry of `POST /api/v1/samples`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchEntry {
+pub(crate) struct BatchEntry {
+    /// Server name: 1 to 253 characters from `A-Z a-z 0-9 . _ : -`.
+    #[schema(min_length = 1, max_length = 253, pattern = r"^[A-Za-z0-9._:-]+$")]
     server: String,
+    /// CPU busy share in percent.
+    #[schema(minimum = 0.0, maximum = 100.0)]
     cpu: f64,
+    /// RAM in use in percent.
+    #[schema(minimum = 0.0, maximum = 100.0)]
     ram: f64,
+    /// When the sample was taken; the time of arrival if left out. At most
+    /// 5 minutes ahead of the daemon's clock and within the retention period.
     #[serde(default)]
     time: Option<WireTime>,
 }
@@ -238,23 +284,36 @@ impl BatchSeed<'_> {
 }
 
 /// Response of `GET /api/v1/servers/<name>/load`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LoadBody {
     server: String,
+    /// The end of the views (RFC 3339, UTC).
     at: String,
+    /// 60 one-minute buckets, oldest first; the last holds `at`.
     by_minute: Vec<BucketBody>,
+    /// 24 one-hour buckets, oldest first; the last holds `at`.
     by_hour: Vec<BucketBody>,
 }
 
-#[derive(Debug, Serialize)]
+/// One bucket: means, extremes and count of the samples whose time is in
+/// `[start, start + width)`; the value fields are `null` when it is empty.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BucketBody {
+    /// The bucket's start (RFC 3339, UTC, whole seconds).
     start: String,
+    /// Mean CPU percent.
     cpu: Option<f64>,
+    /// Mean RAM percent.
     ram: Option<f64>,
+    /// Lowest CPU percent.
     cpu_min: Option<f64>,
+    /// Highest CPU percent.
     cpu_max: Option<f64>,
+    /// Lowest RAM percent.
     ram_min: Option<f64>,
+    /// Highest RAM percent.
     ram_max: Option<f64>,
+    /// How many samples the bucket holds.
     samples: u64,
 }
 
@@ -274,12 +333,16 @@ impl From<&Bucket> for BucketBody {
 }
 
 /// Response of `GET /api/v1/servers/<name>/load/range`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RangeBody {
     server: String,
+    /// `from` as asked (RFC 3339, UTC).
     from: String,
+    /// `to` as asked (RFC 3339, UTC).
     to: String,
+    /// The step's label, such as `5m` (`300` is answered as `5m`).
     step: String,
+    /// Oldest first and dense, from the one holding `from` to the one holding `to`.
     buckets: Vec<BucketBody>,
 }
 
@@ -323,7 +386,7 @@ impl From<&LoadReport> for LoadBody {
 }
 
 /// One entry of `GET /api/v1/servers`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServerBody {
     name: String,
     first_seen: Option<String>,
@@ -343,7 +406,7 @@ impl From<ServerSummary> for ServerBody {
 }
 
 /// Response of `GET /health`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthBody {
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]

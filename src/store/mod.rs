@@ -314,6 +314,43 @@ impl Store {
     }
 }
 
+/// One stored sample, as the Prometheus-compatible API reads it: Unix ms,
+/// CPU and RAM percent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RawSample {
+    pub time: i64,
+    pub cpu: f64,
+    pub ram: f64,
+}
+
+/// A server's raw samples of a time range, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSamples {
+    pub name: String,
+    pub samples: Vec<RawSample>,
+}
+
+impl Store {
+    /// Every known server's name, sorted (byte order).
+    pub async fn server_names(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|conn| queries::server_names(conn)).await
+    }
+
+    /// The raw samples of `servers` with `after < time <= until` (Unix ms),
+    /// oldest first, from one snapshot; `None` if that is more than
+    /// `max_samples` samples.
+    pub async fn raw_samples(
+        &self,
+        servers: Vec<String>,
+        after: i64,
+        until: i64,
+        max_samples: usize,
+    ) -> Result<Option<Vec<ServerSamples>>, StoreError> {
+        self.read(move |conn| queries::raw_samples(conn, &servers, after, until, max_samples))
+            .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

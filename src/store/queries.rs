@@ -260,3 +260,61 @@ pub fn server_exists(conn: &Connection, server: &ServerName) -> Result<bool, Sto
         .optional()?;
     Ok(found.is_some())
 }
+
+/// Every known server's name, sorted (byte order).
+pub fn server_names(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut statement = conn.prepare_cached("SELECT name FROM servers ORDER BY name")?;
+    let rows = statement.query_map([], |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The raw samples of the named servers with `after < time <= until` (Unix
+/// ms), oldest first, in the order of `servers` (unknown names are left
+/// out), all from one snapshot; `None` once more than `max_samples` would
+/// be read. Each server is one range seek on the primary key.
+pub fn raw_samples(
+    conn: &mut Connection,
+    servers: &[String],
+    after: i64,
+    until: i64,
+    max_samples: usize,
+) -> Result<Option<Vec<super::ServerSamples>>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+    let mut found = Vec::with_capacity(servers.len());
+    let mut total = 0usize;
+    {
+        let mut id_of = tx.prepare_cached("SELECT id FROM servers WHERE name = ?1")?;
+        let mut samples_of = tx.prepare_cached(
+            "SELECT time, cpu, ram FROM samples
+             WHERE server_id = ?1 AND time > ?2 AND time <= ?3
+             ORDER BY time, seq",
+        )?;
+        for name in servers {
+            let Some(id) = id_of
+                .query_row([name], |row| row.get::<_, i64>(0))
+                .optional()?
+            else {
+                continue;
+            };
+            let mut rows = samples_of.query(rusqlite::params![id, after, until])?;
+            let mut samples = Vec::new();
+            while let Some(row) = rows.next()? {
+                total += 1;
+                if total > max_samples {
+                    return Ok(None);
+                }
+                samples.push(super::RawSample {
+                    time: row.get(0)?,
+                    cpu: row.get(1)?,
+                    ram: row.get(2)?,
+                });
+            }
+            found.push(super::ServerSamples {
+                name: name.clone(),
+                samples,
+            });
+        }
+    }
+    tx.finish()?;
+    Ok(Some(found))
+}

@@ -23,5 +23,7 @@ mod cdp;
 mod daemon;
 mod dashboard;
 mod lifecycle;
+mod openapi;
 mod overview;
+mod prometheus;
 mod testgen;

@@ -1,0 +1,656 @@
+//! The Prometheus-compatible read API, mounted under `/prometheus/api/v1`:
+//! the stored samples as two metrics, `sperform_cpu_percent` and
+//! `sperform_ram_percent`, labelled `server`, queried with PromQL (see
+//! `eval` for the supported subset), in Prometheus's envelopes, so that
+//! Grafana's Prometheus data source and `promtool` can read sperform.
+
+pub mod eval;
+
+use std::io::Cursor;
+
+use chrono::DateTime;
+use rocket::State;
+use rocket::form::{Form, FromForm};
+use rocket::http::{ContentType, Status};
+use rocket::request::Request;
+use rocket::response::{self, Responder, Response};
+
+use super::auth::Read;
+use crate::model::Timestamp;
+use crate::store::{ServerSamples, Store, StoreError};
+use eval::{Labels, Outcome, Query, QueryError, Selector, Steps};
+
+/// Most stored samples one query may read.
+pub const MAX_SAMPLES_READ: usize = 5_000_000;
+/// The Prometheus version whose API and query semantics this follows
+/// (left-open windows, as in Prometheus 3), reported by `buildinfo`.
+const PROMETHEUS_VERSION: &str = "3.0.0";
+
+/// Every parameter these endpoints take, from the query string (`GET`) or
+/// a form body (`POST`). Unknown parameters (`timeout`, `limit`, ...) are
+/// ignored.
+#[derive(Debug, Default, FromForm)]
+pub struct Params {
+    query: Option<String>,
+    time: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    step: Option<String>,
+    #[field(name = "match")]
+    matches: Vec<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/prometheus/api/v1/query",
+    tag = "prometheus",
+    summary = "PromQL instant query",
+    params(
+        ("query" = String, Query, description = "A PromQL expression over `sperform_cpu_percent` and `sperform_ram_percent` (label `server`)", example = "avg_over_time(sperform_cpu_percent{server=\"web-1\"}[5m])"),
+        ("time" = inline(Option<String>), Query, description = "The evaluation time; now if left out. RFC 3339 or Unix seconds."),
+    ),
+    responses(
+        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
+        (status = 400, description = "`bad_data`: a bad parameter, or PromQL that is malformed or not supported", body = crate::api::openapi::PromErrorBody),
+        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
+        (status = 422, description = "`execution`: the query cannot run as asked (too many series or samples, or a result with duplicate label sets)", body = crate::api::openapi::PromErrorBody),
+        (status = 503, description = "`unavailable`: the database is busy; try again", body = crate::api::openapi::PromErrorBody),
+        (status = 500, description = "`internal`: storage failure; see the daemon's log", body = crate::api::openapi::PromErrorBody),
+    ),
+    security((), ("read_token" = []))
+)]
+#[rocket::get("/query?<params..>")]
+pub async fn query_get(_auth: Read, params: Params, store: &State<Store>) -> Answer {
+    Answer::from(instant_query(store, params).await)
+}
+
+#[utoipa::path(
+    post,
+    path = "/prometheus/api/v1/query",
+    tag = "prometheus",
+    summary = "PromQL instant query (form body)",
+    request_body(content = crate::api::openapi::PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
+    responses(
+        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
+        (status = 400, description = "`bad_data`: a bad parameter, or PromQL that is malformed or not supported", body = crate::api::openapi::PromErrorBody),
+        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
+        (status = 422, description = "`execution`: the query cannot run as asked (too many series or samples, or a result with duplicate label sets)", body = crate::api::openapi::PromErrorBody),
+        (status = 503, description = "`unavailable`: the database is busy; try again", body = crate::api::openapi::PromErrorBody),
+        (status = 500, description = "`internal`: storage failure; see the daemon's log", body = crate::api::openapi::PromErrorBody),
+    ),
+    security((), ("read_token" = []))
+)]
+#[rocket::post("/query", data = "<params>")]
+pub async fn query_post(_auth: Read, params: Form<Params>, store: &State<Store>) -> Answer {
+    Answer::from(instant_query(store, params.into_inner()).await)
+}
+
+#[utoipa::path(
+    get,
+    path = "/prometheus/api/v1/query_range",
+    tag = "prometheus",
+    summary = "PromQL range query",
+    params(
+        ("query" = String, Query, description = "A PromQL expression over `sperform_cpu_percent` and `sperform_ram_percent` (label `server`)", example = "avg_over_time(sperform_cpu_percent{server=\"web-1\"}[5m])"),
+        ("start" = String, Query, description = "The start of the range. RFC 3339 or Unix seconds."),
+        ("end" = String, Query, description = "The end of the range. RFC 3339 or Unix seconds."),
+        ("step" = String, Query, description = "The resolution: a duration (`15s`, `1m`) or a number of seconds", example = "1m"),
+    ),
+    responses(
+        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
+        (status = 400, description = "`bad_data`: a bad parameter, or PromQL that is malformed or not supported", body = crate::api::openapi::PromErrorBody),
+        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
+        (status = 422, description = "`execution`: the query cannot run as asked (too many series or samples, or a result with duplicate label sets)", body = crate::api::openapi::PromErrorBody),
+        (status = 503, description = "`unavailable`: the database is busy; try again", body = crate::api::openapi::PromErrorBody),
+        (status = 500, description = "`internal`: storage failure; see the daemon's log", body = crate::api::openapi::PromErrorBody),
+    ),
+    security((), ("read_token" = []))
+)]
+#[rocket::get("/query_range?<params..>")]
+pub async fn query_range_get(_auth: Read, params: Params, store: &State<Store>) -> Answer {
+    Answer::from(range_query(store, params).await)
+}
+
+#[utoipa::path(
+    post,
+    path = "/prometheus/api/v1/query_range",
+    tag = "prometheus",
+    summary = "PromQL range query (form body)",
+    request_body(content = crate::api::openapi::PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
+    responses(
+        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
+        (status = 400, description = "`bad_data`: a bad parameter, or PromQL that is malformed or not supported", body = crate::api::openapi::PromErrorBody),
+        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
+        (status = 422, description = "`execution`: the query cannot run as asked (too many series or samples, or a result with duplicate label sets)", body = crate::api::openapi::PromErrorBody),
+        (status = 503, description = "`unavailable`: the database is busy; try again", body = crate::api::openapi::PromErrorBody),
+        (status = 500, description = "`internal`: storage failure; see the daemon's log", body = crate::api::openapi::PromErrorBody),
+    ),
+    security((), ("read_token" = []))
+)]
+#[rocket::post("/query_range", data = "<params>")]
+pub async fn query_range_post(_auth: Read, params: Form<Params>, store: &State<Store>) -> Answer {
+    Answer::from(range_query(store, params.into_inner()).await)
+}
+
+#[utoipa::path(
+    get,
+    path = "/prometheus/api/v1/labels",
+    tag = "prometheus",
+    summary = "Label names",
+    params(
+        ("match[]" = inline(Option<Vec<String>>), Query, description = "Series selectors; every series if left out", example = json!(["sperform_cpu_percent{server=~\"web-.*\"}"])),
+        ("start" = inline(Option<String>), Query, description = "Only series with samples at or after this time. RFC 3339 or Unix seconds."),
+        ("end" = inline(Option<String>), Query, description = "Only series with samples at or before this time. RFC 3339 or Unix seconds."),
+    ),
+    responses(
+        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
+        (status = 400, description = "`bad_data`: a bad parameter, or PromQL that is malformed or not supported", body = crate::api::openapi::PromErrorBody),
+        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
+        (status = 422, description = "`execution`: more series match than one answer may hold", body = crate::api::openapi::PromErrorBody),
+        (status = 503, description = "`unavailable`: the database is busy; try again", body = crate::api::openapi::PromErrorBody),
+        (status = 500, description = "`internal`: storage failure; see the daemon's log", body = crate::api::openapi::PromErrorBody),
+    ),
+    security((), ("read_token" = []))
+)]
+#[rocket::get("/labels?<params..>")]
+pub async fn labels_get(_auth: Read, params: Params, store: &State<Store>) -> Answer {
+    Answer::from(label_names(store, params).await)
+}
+
+#[utoipa::path(
+    post,
+    path = "/prometheus/api/v1/labels",
+    tag = "prometheus",
+    summary = "Label names (form body)",
+    request_body(content = crate::api::openapi::PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
+    responses(
+        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
+        (status = 400, description = "`bad_data`: a bad parameter, or PromQL that is malformed or not supported", body = crate::api::openapi::PromErrorBody),
+        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
+        (status = 422, description = "`execution`: more series match than one answer may hold", body = crate::api::openapi::PromErrorBody),
+        (status = 503, description = "`unavailable`: the database is busy; try again", body = crate::api::openapi::PromErrorBody),
+        (status = 500, description = "`internal`: storage failure; see the daemon's log", body = crate::api::openapi::PromErrorBody),
+    ),
+    security((), ("read_token" = []))
+)]
+#[rocket::post("/labels", data = "<params>")]
+pub async fn labels_post(_auth: Read, params: Form<Params>, store: &State<Store>) -> Answer {
+    Answer::from(label_names(store, params.into_inner()).await)
+}
+
+#[utoipa::path(
+    get,
+    path = "/prometheus/api/v1/label/{name}/values",
+    tag = "prometheus",
+    summary = "Values of a label",
+    params(
+        ("name" = String, Path, description = "A label name: `__name__` or `server`"),
+        ("match[]" = inline(Option<Vec<String>>), Query, description = "Series selectors; every series if left out", example = json!(["sperform_cpu_percent{server=~\"web-.*\"}"])),
+        ("start" = inline(Option<String>), Query, description = "Only series with samples at or after this time. RFC 3339 or Unix seconds."),
+        ("end" = inline(Option<String>), Query, description = "Only series with samples at or before this time. RFC 3339 or Unix seconds."),
+    ),
+    responses(
+        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
+        (status = 400, description = "`bad_data`: a bad parameter, or PromQL that is malformed or not supported", body = crate::api::openapi::PromErrorBody),
+        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
+        (status = 422, description = "`execution`: more series match than one answer may hold", body = crate::api::openapi::PromErrorBody),
+        (status = 503, description = "`unavailable`: the database is busy; try again", body = crate::api::openapi::PromErrorBody),
+        (status = 500, description = "`internal`: storage failure; see the daemon's log", body = crate::api::openapi::PromErrorBody),
+    ),
+    security((), ("read_token" = []))
+)]
+#[rocket::get("/label/<name>/values?<params..>")]
+pub async fn label_values(_auth: Read, name: &str, params: Params, store: &State<Store>) -> Answer {
+    Answer::from(values_of_label(store, name, params).await)
+}
+
+#[utoipa::path(
+    get,
+    path = "/prometheus/api/v1/series",
+    tag = "prometheus",
+    summary = "Series matching selectors",
+    params(
+        ("match[]" = Vec<String>, Query, description = "Series selectors; at least one", example = json!(["sperform_cpu_percent{server=~\"web-.*\"}"])),
+        ("start" = inline(Option<String>), Query, description = "Only series with samples at or after this time. RFC 3339 or Unix seconds."),
+        ("end" = inline(Option<String>), Query, description = "Only series with samples at or before this time. RFC 3339 or Unix seconds."),
+    ),
+    responses(
+        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
+        (status = 400, description = "`bad_data`: a bad parameter, or PromQL that is malformed or not supported", body = crate::api::openapi::PromErrorBody),
+        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
+        (status = 422, description = "`execution`: more series match than one answer may hold", body = crate::api::openapi::PromErrorBody),
+        (status = 503, description = "`unavailable`: the database is busy; try again", body = crate::api::openapi::PromErrorBody),
+        (status = 500, description = "`internal`: storage failure; see the daemon's log", body = crate::api::openapi::PromErrorBody),
+    ),
+    security((), ("read_token" = []))
+)]
+#[rocket::get("/series?<params..>")]
+pub async fn series_get(_auth: Read, params: Params, store: &State<Store>) -> Answer {
+    Answer::from(series(store, params).await)
+}
+
+#[utoipa::path(
+    post,
+    path = "/prometheus/api/v1/series",
+    tag = "prometheus",
+    summary = "Series matching selectors (form body)",
+    request_body(content = crate::api::openapi::PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
+    responses(
+        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
+        (status = 400, description = "`bad_data`: a bad parameter, or PromQL that is malformed or not supported", body = crate::api::openapi::PromErrorBody),
+        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
+        (status = 422, description = "`execution`: more series match than one answer may hold", body = crate::api::openapi::PromErrorBody),
+        (status = 503, description = "`unavailable`: the database is busy; try again", body = crate::api::openapi::PromErrorBody),
+        (status = 500, description = "`internal`: storage failure; see the daemon's log", body = crate::api::openapi::PromErrorBody),
+    ),
+    security((), ("read_token" = []))
+)]
+#[rocket::post("/series", data = "<params>")]
+pub async fn series_post(_auth: Read, params: Form<Params>, store: &State<Store>) -> Answer {
+    Answer::from(series(store, params.into_inner()).await)
+}
+
+#[utoipa::path(
+    get,
+    path = "/prometheus/api/v1/status/buildinfo",
+    tag = "prometheus",
+    summary = "Build information, as Prometheus reports it",
+    responses(
+        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
+        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
+    ),
+    security((), ("read_token" = []))
+)]
+#[rocket::get("/status/buildinfo")]
+pub fn buildinfo(_auth: Read) -> Answer {
+    Answer::from(Ok(format!(
+        r#"{{"version":{},"revision":{},"branch":"","buildUser":"","buildDate":"","goVersion":""}}"#,
+        json_string(PROMETHEUS_VERSION),
+        json_string(&format!("sperform {}", env!("CARGO_PKG_VERSION"))),
+    )))
+}
+
+/// A failure in Prometheus's terms: its `errorType` and HTTP status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromError {
+    status: Status,
+    error_type: &'static str,
+    message: String,
+}
+
+impl PromError {
+    fn bad_data(message: impl Into<String>) -> Self {
+        PromError {
+            status: Status::BadRequest,
+            error_type: "bad_data",
+            message: message.into(),
+        }
+    }
+
+    fn invalid_parameter(name: &str, message: &str) -> Self {
+        Self::bad_data(format!("invalid parameter {name:?}: {message}"))
+    }
+}
+
+impl From<QueryError> for PromError {
+    fn from(err: QueryError) -> Self {
+        match err {
+            QueryError::BadData(message) => Self::bad_data(message),
+            QueryError::Execution(message) => PromError {
+                status: Status::UnprocessableEntity,
+                error_type: "execution",
+                message,
+            },
+        }
+    }
+}
+
+impl From<StoreError> for PromError {
+    fn from(err: StoreError) -> Self {
+        if err.is_transient() {
+            PromError {
+                status: Status::ServiceUnavailable,
+                error_type: "unavailable",
+                message: format!("the database is busy, try again: {err}"),
+            }
+        } else {
+            log::error!("a Prometheus API read failed: {err}");
+            PromError {
+                status: Status::InternalServerError,
+                error_type: "internal",
+                message: "the database failed; see the daemon's log".to_owned(),
+            }
+        }
+    }
+}
+
+/// A response in Prometheus's envelope: `{"status":"success","data":..}`
+/// or `{"status":"error","errorType":..,"error":..}`.
+pub struct Answer {
+    status: Status,
+    body: String,
+}
+
+impl From<Result<String, PromError>> for Answer {
+    fn from(result: Result<String, PromError>) -> Self {
+        match result {
+            Ok(data) => Answer {
+                status: Status::Ok,
+                body: format!(r#"{{"status":"success","data":{data}}}"#),
+            },
+            Err(err) => Answer {
+                status: err.status,
+                body: format!(
+                    r#"{{"status":"error","errorType":{},"error":{}}}"#,
+                    json_string(err.error_type),
+                    json_string(&err.message)
+                ),
+            },
+        }
+    }
+}
+
+impl<'r> Responder<'r, 'static> for Answer {
+    fn respond_to(self, _request: &'r Request<'_>) -> response::Result<'static> {
+        Response::build()
+            .status(self.status)
+            .header(ContentType::JSON)
+            .sized_body(self.body.len(), Cursor::new(self.body))
+            .ok()
+    }
+}
+
+async fn instant_query(store: &Store, params: Params) -> Result<String, PromError> {
+    let query = parse_query(params.query.as_deref())?;
+    let time = match params.time.as_deref() {
+        Some(text) => parse_time("time", text)?,
+        None => Timestamp::now().millis(),
+    };
+    let steps = Steps::instant(time);
+    let result = match run(store, query, steps).await? {
+        Outcome::Scalar(values) => format!(
+            r#"{{"resultType":"scalar","result":{}}}"#,
+            point(time, values.first().copied().unwrap_or(f64::NAN))
+        ),
+        Outcome::Series(series) => {
+            let items: Vec<String> = series
+                .iter()
+                .filter_map(|series| {
+                    let &(time, value) = series.points.first()?;
+                    Some(format!(
+                        r#"{{"metric":{},"value":{}}}"#,
+                        labels_json(&series.labels),
+                        point(time, value)
+                    ))
+                })
+                .collect();
+            format!(
+                r#"{{"resultType":"vector","result":[{}]}}"#,
+                items.join(",")
+            )
+        }
+    };
+    Ok(result)
+}
+
+async fn range_query(store: &Store, params: Params) -> Result<String, PromError> {
+    let query = parse_query(params.query.as_deref())?;
+    let start = parse_time("start", params.start.as_deref().unwrap_or(""))?;
+    let end = parse_time("end", params.end.as_deref().unwrap_or(""))?;
+    let step = parse_step(params.step.as_deref().unwrap_or(""))?;
+    let steps = Steps::range(start, end, step)?;
+    let series = match run(store, query, steps).await? {
+        Outcome::Scalar(values) => vec![eval::Series {
+            labels: Labels::new(),
+            points: values
+                .into_iter()
+                .enumerate()
+                .map(|(index, value)| (steps.time(index), value))
+                .collect(),
+        }],
+        Outcome::Series(series) => series,
+    };
+    let items: Vec<String> = series
+        .iter()
+        .map(|series| {
+            let points: Vec<String> = series
+                .points
+                .iter()
+                .map(|&(time, value)| point(time, value))
+                .collect();
+            format!(
+                r#"{{"metric":{},"values":[{}]}}"#,
+                labels_json(&series.labels),
+                points.join(",")
+            )
+        })
+        .collect();
+    Ok(format!(
+        r#"{{"resultType":"matrix","result":[{}]}}"#,
+        items.join(",")
+    ))
+}
+
+/// Reads what `query` needs and evaluates it off the async threads.
+async fn run(store: &Store, query: Query, steps: Steps) -> Result<Outcome, PromError> {
+    let names = store.server_names().await?;
+    let servers = query.servers_read(&names);
+    let data: Vec<ServerSamples> = if servers.is_empty() {
+        Vec::new()
+    } else {
+        let after = steps.start.saturating_sub(query.lookback_ms());
+        store
+            .raw_samples(servers, after, steps.end(), MAX_SAMPLES_READ)
+            .await?
+            .ok_or_else(|| {
+                PromError::from(QueryError::Execution(format!(
+                    "query processing would load too many samples into memory in query \
+                     execution (more than {MAX_SAMPLES_READ} stored samples); narrow the \
+                     selector or shorten the range"
+                )))
+            })?
+    };
+    let outcome = tokio::task::spawn_blocking(move || query.evaluate(&data, &steps))
+        .await
+        .map_err(|err| PromError::from(StoreError::Task(err.to_string())))??;
+    Ok(outcome)
+}
+
+async fn label_names(store: &Store, params: Params) -> Result<String, PromError> {
+    let series = selected_series(store, &params.matches, false).await?;
+    let mut names: Vec<&String> = series.iter().flat_map(|labels| labels.keys()).collect();
+    names.sort();
+    names.dedup();
+    let names: Vec<String> = names.into_iter().map(|name| json_string(name)).collect();
+    Ok(format!("[{}]", names.join(",")))
+}
+
+async fn values_of_label(store: &Store, name: &str, params: Params) -> Result<String, PromError> {
+    let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(PromError::bad_data(format!("invalid label name: {name:?}")));
+    }
+    let series = selected_series(store, &params.matches, false).await?;
+    let mut values: Vec<&String> = series
+        .iter()
+        .filter_map(|labels| labels.get(name))
+        .collect();
+    values.sort();
+    values.dedup();
+    let values: Vec<String> = values.into_iter().map(|value| json_string(value)).collect();
+    Ok(format!("[{}]", values.join(",")))
+}
+
+async fn series(store: &Store, params: Params) -> Result<String, PromError> {
+    let series = selected_series(store, &params.matches, true).await?;
+    let items: Vec<String> = series.iter().map(labels_json).collect();
+    Ok(format!("[{}]", items.join(",")))
+}
+
+/// The stored series the `match[]` selectors select (every series when
+/// there are none, unless `required`).
+async fn selected_series(
+    store: &Store,
+    matches: &[String],
+    required: bool,
+) -> Result<Vec<Labels>, PromError> {
+    if required && matches.is_empty() {
+        return Err(PromError::bad_data("no match[] parameter provided"));
+    }
+    let selectors = if matches.is_empty() {
+        vec![Selector::parse("{__name__=~\".+\"}")?]
+    } else {
+        matches
+            .iter()
+            .map(|text| {
+                Selector::parse(text)
+                    .map_err(|err| PromError::invalid_parameter("match[]", err.message()))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let names = store.server_names().await?;
+    let series = eval::matching_series(&selectors, &names);
+    if series.len() > eval::MAX_SERIES {
+        return Err(PromError::from(QueryError::Execution(format!(
+            "more than {} series match; narrow the selector",
+            eval::MAX_SERIES
+        ))));
+    }
+    Ok(series)
+}
+
+fn parse_query(text: Option<&str>) -> Result<Query, PromError> {
+    Query::parse(text.unwrap_or("")).map_err(|err| match err {
+        QueryError::BadData(message) => PromError::invalid_parameter("query", &message),
+        other => PromError::from(other),
+    })
+}
+
+/// A time as Prometheus takes it: Unix seconds (fractions rounded to the
+/// millisecond) or RFC 3339. Returns Unix milliseconds.
+pub fn parse_time(name: &str, text: &str) -> Result<i64, PromError> {
+    let invalid = || {
+        PromError::invalid_parameter(name, &format!("cannot parse {text:?} to a valid timestamp"))
+    };
+    if let Ok(seconds) = text.parse::<f64>() {
+        if !seconds.is_finite() || seconds.abs() > 9.2e15 {
+            return Err(invalid());
+        }
+        let whole = seconds.trunc();
+        let millis = ((seconds - whole) * 1000.0).round();
+        return Ok(whole as i64 * 1000 + millis as i64);
+    }
+    let time = DateTime::parse_from_rfc3339(text).map_err(|_| invalid())?;
+    Ok(time.timestamp_millis())
+}
+
+/// A step as Prometheus takes it: seconds (fractions allowed) or a duration
+/// such as `15s`, `1m` or `1h30m`. Returns milliseconds.
+pub fn parse_step(text: &str) -> Result<i64, PromError> {
+    let invalid = || {
+        PromError::invalid_parameter(
+            "step",
+            &format!("cannot parse {text:?} to a valid duration"),
+        )
+    };
+    if let Ok(seconds) = text.parse::<f64>() {
+        if !seconds.is_finite() || seconds.abs() > 9.2e9 {
+            return Err(invalid());
+        }
+        // Prometheus keeps nanoseconds and evaluates in milliseconds.
+        return Ok((seconds * 1e9) as i64 / 1_000_000);
+    }
+    let duration = promql_parser::util::parse_duration(text).map_err(|_| invalid())?;
+    i64::try_from(duration.as_millis()).map_err(|_| invalid())
+}
+
+/// `[<Unix seconds>, "<value>"]`, both as Prometheus writes them.
+fn point(time_ms: i64, value: f64) -> String {
+    format!("[{},\"{}\"]", timestamp(time_ms), format_value(value))
+}
+
+/// Unix seconds with the milliseconds, if any, as three digits
+/// (`1700000000`, `1700000000.250`), as Prometheus writes them.
+pub fn timestamp(time_ms: i64) -> String {
+    let sign = if time_ms < 0 { "-" } else { "" };
+    let magnitude = time_ms.unsigned_abs();
+    let (seconds, millis) = (magnitude / 1000, magnitude % 1000);
+    if millis == 0 {
+        format!("{sign}{seconds}")
+    } else {
+        format!("{sign}{seconds}.{millis:03}")
+    }
+}
+
+/// The shortest decimal that reads back as `value`, never in exponent
+/// form, as Go's `FormatFloat(value, 'f', -1, 64)` writes it.
+pub fn format_value(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".to_owned()
+    } else if value == f64::INFINITY {
+        "+Inf".to_owned()
+    } else if value == f64::NEG_INFINITY {
+        "-Inf".to_owned()
+    } else {
+        format!("{value}")
+    }
+}
+
+fn labels_json(labels: &Labels) -> String {
+    let pairs: Vec<String> = labels
+        .iter()
+        .map(|(name, value)| format!("{}:{}", json_string(name), json_string(value)))
+        .collect();
+    format!("{{{}}}", pairs.join(","))
+}
+
+fn json_string(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_unix_seconds_or_rfc3339() {
+        assert_eq!(parse_time("time", "1700000000").unwrap(), 1_700_000_000_000);
+        assert_eq!(
+            parse_time("time", "1700000000.2504").unwrap(),
+            1_700_000_000_250
+        );
+        assert_eq!(
+            parse_time("time", "2023-11-14T22:13:20.5Z").unwrap(),
+            1_700_000_000_500
+        );
+        assert_eq!(
+            parse_time("time", "2023-11-15T00:13:20+02:00").unwrap(),
+            1_700_000_000_000
+        );
+        let err = parse_time("start", "yesterday").unwrap_err();
+        assert_eq!(
+            err.message,
+            "invalid parameter \"start\": cannot parse \"yesterday\" to a valid timestamp"
+        );
+    }
+
+    #[test]
+    fn steps_are_seconds_or_durations() {
+        assert_eq!(parse_step("15").unwrap(), 15_000);
+        assert_eq!(parse_step("0.5").unwrap(), 500);
+        assert_eq!(parse_step("1m").unwrap(), 60_000);
+        assert_eq!(parse_step("1h30m").unwrap(), 5_400_000);
+        assert!(parse_step("soon").is_err());
+        assert!(parse_step("").is_err());
+    }
+
+    #[test]
+    fn points_are_written_as_prometheus_writes_them() {
+        assert_eq!(point(1_700_000_000_000, 65.0), "[1700000000,\"65\"]");
+        assert_eq!(point(1_700_000_000_050, 12.5), "[1700000000.050,\"12.5\"]");
+        assert_eq!(format_value(0.1 + 0.2), "0.30000000000000004");
+        assert_eq!(format_value(f64::INFINITY), "+Inf");
+        assert_eq!(timestamp(-1_500), "-1.500");
+    }
+}
