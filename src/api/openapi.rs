@@ -216,3 +216,47 @@ pub fn openapi() -> Result<(ContentType, &'static str), ApiError> {
         }
     }
 }
+
+/// The errors every Prometheus-compatible query route can answer
+/// (`query`, `query_range`). Documentation only: never constructed.
+#[allow(dead_code)]
+#[derive(utoipa::IntoResponses)]
+pub enum PromQueryErrors {
+    /// `bad_data`: a bad parameter, or PromQL that is malformed or not supported
+    #[response(status = 400)]
+    BadData(PromErrorBody),
+    /// A read token is configured and the request lacks it or has another
+    #[response(status = 401, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token")))]
+    Unauthorized(ErrorBody),
+    /// `execution`: the query cannot run as asked (too many series or samples, or a result with duplicate label sets)
+    #[response(status = 422)]
+    Execution(PromErrorBody),
+    /// `unavailable`: the database is busy; try again
+    #[response(status = 503)]
+    Unavailable(PromErrorBody),
+    /// `internal`: storage failure; see the daemon's log
+    #[response(status = 500)]
+    Internal(PromErrorBody),
+}
+
+/// The errors of the Prometheus-compatible listing routes (`labels`,
+/// `label/<name>/values`, `series`). Documentation only: never constructed.
+#[allow(dead_code)]
+#[derive(utoipa::IntoResponses)]
+pub enum PromListErrors {
+    /// `bad_data`: a bad parameter, or PromQL that is malformed or not supported
+    #[response(status = 400)]
+    BadData(PromErrorBody),
+    /// A read token is configured and the request lacks it or has another
+    #[response(status = 401, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token")))]
+    Unauthorized(ErrorBody),
+    /// `execution`: more series match than one answer may hold
+    #[response(status = 422)]
+    Execution(PromErrorBody),
+    /// `unavailable`: the database is busy; try again
+    #[response(status = 503)]
+    Unavailable(PromErrorBody),
+    /// `internal`: storage failure; see the daemon's log
+    #[response(status = 500)]
+    Internal(PromErrorBody),
+}

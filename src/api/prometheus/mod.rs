@@ -51,11 +51,7 @@ pub struct Params {
     ),
     responses(
         (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        (status = 400, description = "`bad_data`: a bad parameter, or PromQL that is malformed or not supported", body = crate::api::openapi::PromErrorBody),
-        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
-        (status = 422, description = "`execution`: the query cannot run as asked (too many series or samples, or a result with duplicate label sets)", body = crate::api::openapi::PromErrorBody),
-        (status = 503, description = "`unavailable`: the database is busy; try again", body = crate::api::openapi::PromErrorBody),
-        (status = 500, description = "`internal`: storage failure; see the daemon's log", body = crate::api::openapi::PromErrorBody),
+        crate::api::openapi::PromQueryErrors,
     ),
     security((), ("read_token" = []))
 )]
@@ -72,11 +68,7 @@ pub async fn query_get(_auth: Read, params: Params, store: &State<Store>) -> Ans
     request_body(content = crate::api::openapi::PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
         (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        (status = 400, description = "`bad_data`: a bad parameter, or PromQL that is malformed or not supported", body = crate::api::openapi::PromErrorBody),
-        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
-        (status = 422, description = "`execution`: the query cannot run as asked (too many series or samples, or a result with duplicate label sets)", body = crate::api::openapi::PromErrorBody),
-        (status = 503, description = "`unavailable`: the database is busy; try again", body = crate::api::openapi::PromErrorBody),
-        (status = 500, description = "`internal`: storage failure; see the daemon's log", body = crate::api::openapi::PromErrorBody),
+        crate::api::openapi::PromQueryErrors,
     ),
     security((), ("read_token" = []))
 )]
@@ -98,11 +90,7 @@ pub async fn query_post(_auth: Read, params: Form<Params>, store: &State<Store>)
     ),
     responses(
         (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        (status = 400, description = "`bad_data`: a bad parameter, or PromQL that is malformed or not supported", body = crate::api::openapi::PromErrorBody),
-        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
-        (status = 422, description = "`execution`: the query cannot run as asked (too many series or samples, or a result with duplicate label sets)", body = crate::api::openapi::PromErrorBody),
-        (status = 503, description = "`unavailable`: the database is busy; try again", body = crate::api::openapi::PromErrorBody),
-        (status = 500, description = "`internal`: storage failure; see the daemon's log", body = crate::api::openapi::PromErrorBody),
+        crate::api::openapi::PromQueryErrors,
     ),
     security((), ("read_token" = []))
 )]
@@ -119,11 +107,7 @@ pub async fn query_range_get(_auth: Read, params: Params, store: &State<Store>) 
     request_body(content = crate::api::openapi::PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
         (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        (status = 400, description = "`bad_data`: a bad parameter, or PromQL that is malformed or not supported", body = crate::api::openapi::PromErrorBody),
-        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
-        (status = 422, description = "`execution`: the query cannot run as asked (too many series or samples, or a result with duplicate label sets)", body = crate::api::openapi::PromErrorBody),
-        (status = 503, description = "`unavailable`: the database is busy; try again", body = crate::api::openapi::PromErrorBody),
-        (status = 500, description = "`internal`: storage failure; see the daemon's log", body = crate::api::openapi::PromErrorBody),
+        crate::api::openapi::PromQueryErrors,
     ),
     security((), ("read_token" = []))
 )]
@@ -144,11 +128,7 @@ pub async fn query_range_post(_auth: Read, params: Form<Params>, store: &State<S
     ),
     responses(
         (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        (status = 400, description = "`bad_data`: a bad parameter, or PromQL that is malformed or not supported", body = crate::api::openapi::PromErrorBody),
-        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
-        (status = 422, description = "`execution`: more series match than one answer may hold", body = crate::api::openapi::PromErrorBody),
-        (status = 503, description = "`unavailable`: the database is busy; try again", body = crate::api::openapi::PromErrorBody),
-        (status = 500, description = "`internal`: storage failure; see the daemon's log", body = crate::api::openapi::PromErrorBody),
+        crate::api::openapi::PromListErrors,
     ),
     security((), ("read_token" = []))
 )]
@@ -165,11 +145,7 @@ pub async fn labels_get(_auth: Read, params: Params, store: &State<Store>) -> An
     request_body(content = crate::api::openapi::PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
         (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        (status = 400, description = "`bad_data`: a bad parameter, or PromQL that is malformed or not supported", body = crate::api::openapi::PromErrorBody),
-        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
-        (status = 422, description = "`execution`: more series match than one answer may hold", body = crate::api::openapi::PromErrorBody),
-        (status = 503, description = "`unavailable`: the database is busy; try again", body = crate::api::openapi::PromErrorBody),
-        (status = 500, description = "`internal`: storage failure; see the daemon's log", body = crate::api::openapi::PromErrorBody),
+        crate::api::openapi::PromListErrors,
     ),
     security((), ("read_token" = []))
 )]
@@ -191,11 +167,7 @@ pub async fn labels_post(_auth: Read, params: Form<Params>, store: &State<Store>
     ),
     responses(
         (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        (status = 400, description = "`bad_data`: a bad parameter, or PromQL that is malformed or not supported", body = crate::api::openapi::PromErrorBody),
-        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
-        (status = 422, description = "`execution`: more series match than one answer may hold", body = crate::api::openapi::PromErrorBody),
-        (status = 503, description = "`unavailable`: the database is busy; try again", body = crate::api::openapi::PromErrorBody),
-        (status = 500, description = "`internal`: storage failure; see the daemon's log", body = crate::api::openapi::PromErrorBody),
+        crate::api::openapi::PromListErrors,
     ),
     security((), ("read_token" = []))
 )]
@@ -216,11 +188,7 @@ pub async fn label_values(_auth: Read, name: &str, params: Params, store: &State
     ),
     responses(
         (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        (status = 400, description = "`bad_data`: a bad parameter, or PromQL that is malformed or not supported", body = crate::api::openapi::PromErrorBody),
-        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
-        (status = 422, description = "`execution`: more series match than one answer may hold", body = crate::api::openapi::PromErrorBody),
-        (status = 503, description = "`unavailable`: the database is busy; try again", body = crate::api::openapi::PromErrorBody),
-        (status = 500, description = "`internal`: storage failure; see the daemon's log", body = crate::api::openapi::PromErrorBody),
+        crate::api::openapi::PromListErrors,
     ),
     security((), ("read_token" = []))
 )]
@@ -237,11 +205,7 @@ pub async fn series_get(_auth: Read, params: Params, store: &State<Store>) -> An
     request_body(content = crate::api::openapi::PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
         (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        (status = 400, description = "`bad_data`: a bad parameter, or PromQL that is malformed or not supported", body = crate::api::openapi::PromErrorBody),
-        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
-        (status = 422, description = "`execution`: more series match than one answer may hold", body = crate::api::openapi::PromErrorBody),
-        (status = 503, description = "`unavailable`: the database is busy; try again", body = crate::api::openapi::PromErrorBody),
-        (status = 500, description = "`internal`: storage failure; see the daemon's log", body = crate::api::openapi::PromErrorBody),
+        crate::api::openapi::PromListErrors,
     ),
     security((), ("read_token" = []))
 )]
