@@ -162,6 +162,10 @@ class DataSet:
                 "start": iso(start),
                 "cpu": sum(cpus) / len(cpus) if cpus else None,
                 "ram": sum(rams) / len(rams) if rams else None,
+                "cpu_min": min(cpus) if cpus else None,
+                "cpu_max": max(cpus) if cpus else None,
+                "ram_min": min(rams) if rams else None,
+                "ram_max": max(rams) if rams else None,
                 "samples": len(cpus),
             })
         return out

@@ -5,9 +5,10 @@
 //!     cargo build --release --features bench --bin bench-writer
 //!     target/release/bench-writer w1    # 1,000 servers x 1,440 minutes, batches of 5,000, 4 in flight
 //!     target/release/bench-writer w2    # one sample per insert, 64 in flight, random server of 10,000
+//!     target/release/bench-writer w3    # after w1: `Store::load` of a random server, 16 in flight
 //!
-//! Prints one line: `w1: N samples in S s = R/s`. The database is a fresh
-//! temporary file, removed at the end.
+//! Prints one line: `w1: N samples in S s = R/s` (`w3`: loads). The
+//! database is a fresh temporary file, removed at the end.
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -57,7 +58,23 @@ async fn measure(mode: &str, dir: &std::path::Path) -> BenchResult<()> {
     let total = match mode {
         "w1" => w1(&store, &names, now).await?,
         "w2" => w2(&store, &names, now).await?,
-        other => return Err(format!("unknown mode {other:?}: w1 or w2").into()),
+        "w3" => {
+            w1(&store, &names, now).await?;
+            store.seal(Timestamp::from_millis(now + MINUTE_MS)?).await?;
+            // As after a backfill: the checkpointer empties the WAL once
+            // writes have stopped for a second.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let started = Instant::now();
+            let loads = w3(&store, &names, now).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            println!(
+                "w3: {loads} loads in {seconds:.2} s = {:.0}/s",
+                loads as f64 / seconds
+            );
+            store.close();
+            return Ok(());
+        }
+        other => return Err(format!("unknown mode {other:?}: w1, w2 or w3").into()),
     };
     let seconds = started.elapsed().as_secs_f64();
     println!(
@@ -140,4 +157,33 @@ async fn w2(store: &Store, names: &[ServerName], now: i64) -> BenchResult<usize>
         sender.await??;
     }
     Ok(64 * PER_SENDER)
+}
+
+/// The read path alone: `load` (both views, as `GET .../load` asks) of a
+/// random one of w1's servers at `now`, 16 in flight.
+async fn w3(store: &Store, names: &[ServerName], now: i64) -> BenchResult<usize> {
+    const PER_READER: usize = 5000;
+    let at = Timestamp::from_millis(now)?;
+    let mut readers = Vec::new();
+    for reader in 0..16_u64 {
+        let store = store.clone();
+        let names = names[..1000].to_vec();
+        readers.push(tokio::spawn(async move {
+            let mut state = reader * 7919 + 1;
+            for _ in 0..PER_READER {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let server = names[(state >> 33) as usize % names.len()].clone();
+                if store.load(server, at).await?.is_none() {
+                    return Err("a w1 server is missing".into());
+                }
+            }
+            BenchResult::Ok(())
+        }));
+    }
+    for reader in readers {
+        reader.await??;
+    }
+    Ok(16 * PER_READER)
 }

@@ -133,10 +133,53 @@ impl Timestamp {
             .to_rfc3339_opts(SecondsFormat::Secs, true)
     }
 
+    /// The same text as `to_rfc3339_seconds`, as bytes on the stack, for
+    /// writing bucket starts by the thousand without allocating or going
+    /// through chrono's formatter; `None` before 1970 (a bucket start can
+    /// be).
+    pub fn rfc3339_seconds_bytes(self) -> Option<[u8; 20]> {
+        if self.0 < 0 {
+            return None;
+        }
+        let seconds = self.0 / 1000;
+        let (days, time) = (seconds / 86_400, seconds % 86_400);
+        let (year, month, day) = civil_from_days(days);
+        let mut out = *b"0000-00-00T00:00:00Z";
+        let mut put = |at: usize, value: i64, digits: usize| {
+            let mut value = value;
+            for i in (at..at + digits).rev() {
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, year, 4);
+        put(5, month, 2);
+        put(8, day, 2);
+        put(11, time / 3600, 2);
+        put(14, time / 60 % 60, 2);
+        put(17, time % 60, 2);
+        Some(out)
+    }
+
     fn to_datetime(self) -> DateTime<Utc> {
         // The constructors keep the value in chrono's range.
         DateTime::from_timestamp_millis(self.0).unwrap_or_default()
     }
+}
+
+/// (year, month, day) of a count of days since 1970-01-01 (proleptic
+/// Gregorian), after Howard Hinnant's `civil_from_days`.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 impl fmt::Display for Timestamp {
@@ -397,6 +440,27 @@ pub struct ServerSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stack_rfc3339_seconds_are_chronos() {
+        // Every day to 2110, then every 97th day to 9999 (leap days and
+        // centuries included), at a time of day that moves through hours,
+        // minutes and seconds.
+        let mut ms = 0_i64;
+        while ms <= MAX_TIMESTAMP_MS {
+            let t = Timestamp(ms);
+            let bytes = t.rfc3339_seconds_bytes().unwrap();
+            assert_eq!(std::str::from_utf8(&bytes).unwrap(), t.to_rfc3339_seconds());
+            let days = if ms < 4_418_000_000_000 { 1 } else { 97 };
+            ms += days * 86_400_000 + 3_661_001;
+        }
+        let last = Timestamp(MAX_TIMESTAMP_MS);
+        assert_eq!(
+            &last.rfc3339_seconds_bytes().unwrap(),
+            b"9999-12-31T23:59:59Z"
+        );
+        assert_eq!(Timestamp(-60_000).rfc3339_seconds_bytes(), None);
+    }
 
     #[test]
     fn server_names_follow_the_character_rules() {

@@ -300,7 +300,8 @@ pub struct LoadBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BucketBody {
     /// The bucket's start (RFC 3339, UTC, whole seconds).
-    start: String,
+    #[schema(value_type = String)]
+    start: BucketStart,
     /// Mean CPU percent.
     cpu: Option<f64>,
     /// Mean RAM percent.
@@ -320,7 +321,7 @@ pub struct BucketBody {
 impl From<&Bucket> for BucketBody {
     fn from(bucket: &Bucket) -> Self {
         BucketBody {
-            start: bucket.start.to_rfc3339_seconds(),
+            start: BucketStart(bucket.start),
             cpu: bucket.cpu,
             ram: bucket.ram,
             cpu_min: bucket.cpu_min,
@@ -328,6 +329,23 @@ impl From<&Bucket> for BucketBody {
             ram_min: bucket.ram_min,
             ram_max: bucket.ram_max,
             samples: bucket.samples,
+        }
+    }
+}
+
+/// A bucket start, written as RFC 3339 in whole seconds straight into the
+/// answer: an answer holds dozens of them.
+#[derive(Debug)]
+pub struct BucketStart(Timestamp);
+
+impl Serialize for BucketStart {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0.rfc3339_seconds_bytes() {
+            Some(bytes) => match std::str::from_utf8(&bytes) {
+                Ok(text) => serializer.serialize_str(text),
+                Err(_) => serializer.serialize_str(&self.0.to_rfc3339_seconds()),
+            },
+            None => serializer.serialize_str(&self.0.to_rfc3339_seconds()),
         }
     }
 }

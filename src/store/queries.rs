@@ -69,41 +69,49 @@ fn buckets(
     window: BucketWindow,
     sealed_until: i64,
 ) -> Result<Vec<Bucket>, StoreError> {
-    let rolled_up = sealed_until.min(window.end.floor(MINUTE_MS).millis());
-    let hours_end = if window.width_ms % HOUR_MS == 0 {
-        rolled_up - rolled_up.rem_euclid(HOUR_MS)
+    let (start, end) = (window.start.millis(), window.end.millis());
+    let end_minute = window.end.floor(MINUTE_MS).millis();
+    let rolled_up = sealed_until.min(end_minute);
+    let whole_hours_end = rolled_up - rolled_up.rem_euclid(HOUR_MS);
+    // The rollups hold exactly the samples before `rolled_up` when the seal
+    // is not past the end's minute (a query up to now), or when no sample
+    // lies between that minute and the seal. Then the row of the hour that
+    // holds `rolled_up` covers that hour up to it, and stands in for its
+    // minute rows (up to 59 of them).
+    let exact =
+        rolled_up == sealed_until || !has_samples(conn, server_id, rolled_up, sealed_until)?;
+    let (hour_rows_end, minutes_from) = if window.width_ms % HOUR_MS != 0 {
+        (start, start)
+    } else if exact {
+        (rolled_up, rolled_up)
     } else {
-        window.start.millis()
+        (whole_hours_end, whole_hours_end)
     };
-    let mut statement = conn.prepare_cached(
-        "SELECT bucket, sum(n), sum(cpu) / sum(n), sum(ram) / sum(n),
-                min(cpu_min), max(cpu_max), min(ram_min), max(ram_max)
-         FROM (
-             SELECT (hour - :start) / :width AS bucket, samples AS n, cpu_sum AS cpu,
-                    ram_sum AS ram, cpu_min, cpu_max, ram_min, ram_max
-             FROM hour_rollups
-             WHERE server_id = :server AND hour >= :start AND hour < :hours_end
-             UNION ALL
-             SELECT (minute - :start) / :width, samples, cpu_sum, ram_sum,
-                    cpu_min, cpu_max, ram_min, ram_max
-             FROM minute_rollups
-             WHERE server_id = :server AND minute >= max(:start, :hours_end)
-                   AND minute < :rolled_up
-             UNION ALL
-             SELECT (time - :start) / :width, 1, cpu, ram, cpu, cpu, ram, ram
-             FROM samples
-             WHERE server_id = :server AND time >= max(:start, :rolled_up) AND time <= :end
-         )
-         GROUP BY bucket",
-    )?;
-    let mut rows = statement.query(rusqlite::named_params! {
-        ":server": server_id,
-        ":start": window.start.millis(),
-        ":width": window.width_ms,
-        ":hours_end": hours_end,
-        ":rolled_up": rolled_up,
-        ":end": window.end.millis(),
-    })?;
+    // A rollup row exactly one bucket wide is that bucket: `/load`'s two
+    // views read those rows as they are, and group (sort) only the few
+    // rows of the buckets that mix rollup rows and raw samples.
+    let mut statement = match window.width_ms {
+        MINUTE_MS => conn.prepare_cached(MINUTE_BUCKETS)?,
+        HOUR_MS => conn.prepare_cached(HOUR_BUCKETS)?,
+        _ => conn.prepare_cached(ANY_BUCKETS)?,
+    };
+    // Each statement names only the parameters it uses.
+    let mut params: Vec<(&str, &dyn rusqlite::ToSql)> = vec![
+        (":server", &server_id),
+        (":start", &start),
+        (":rolled_up", &rolled_up),
+        (":end", &end),
+    ];
+    if window.width_ms != MINUTE_MS {
+        params.push((":hour_rows_end", &hour_rows_end));
+        params.push((":minutes_from", &minutes_from));
+    }
+    match window.width_ms {
+        MINUTE_MS => {}
+        HOUR_MS => params.push((":whole_hours_end", &whole_hours_end)),
+        _ => params.push((":width", &window.width_ms)),
+    }
+    let mut rows = statement.query(params.as_slice())?;
     let mut buckets: Vec<Bucket> = (0..window.count)
         .map(|index| Bucket::empty(window.bucket_start(index)))
         .collect();
@@ -126,6 +134,96 @@ fn buckets(
         bucket.ram_max = row.get(7)?;
     }
     Ok(buckets)
+}
+
+/// Minute buckets: rolled-up minutes as they are, then the raw samples from
+/// `rolled_up` grouped by minute. The two parts cover different minutes.
+const MINUTE_BUCKETS: &str = "
+    SELECT (minute - :start) / 60000, samples, cpu_sum / samples, ram_sum / samples,
+           coalesce(cpu_min, cpu_sum), coalesce(cpu_max, cpu_sum),
+           coalesce(ram_min, ram_sum), coalesce(ram_max, ram_sum)
+    FROM minute_rollups
+    WHERE server_id = :server AND minute >= :start AND minute < :rolled_up
+    UNION ALL
+    SELECT (time - :start) / 60000 AS bucket, count(*), sum(cpu) / count(*),
+           sum(ram) / count(*), min(cpu), max(cpu), min(ram), max(ram)
+    FROM samples
+    WHERE server_id = :server AND time >= max(:start, :rolled_up) AND time <= :end
+    GROUP BY bucket";
+
+/// Hour buckets: rolled-up whole hours (before `whole_hours_end`) as they
+/// are; the hour holding `rolled_up` mixes its rollup row (when exact) or
+/// its minute rows with raw samples, so that one is grouped.
+const HOUR_BUCKETS: &str = "
+    SELECT (hour - :start) / 3600000, samples, cpu_sum / samples, ram_sum / samples,
+           coalesce(cpu_min, cpu_sum), coalesce(cpu_max, cpu_sum),
+           coalesce(ram_min, ram_sum), coalesce(ram_max, ram_sum)
+    FROM hour_rollups
+    WHERE server_id = :server AND hour >= :start AND hour < :whole_hours_end
+    UNION ALL
+    SELECT bucket, sum(n), sum(cpu) / sum(n), sum(ram) / sum(n),
+           min(cpu_min), max(cpu_max), min(ram_min), max(ram_max)
+    FROM (
+        SELECT (hour - :start) / 3600000 AS bucket, samples AS n, cpu_sum AS cpu,
+               ram_sum AS ram, coalesce(cpu_min, cpu_sum) AS cpu_min,
+               coalesce(cpu_max, cpu_sum) AS cpu_max, coalesce(ram_min, ram_sum) AS ram_min,
+               coalesce(ram_max, ram_sum) AS ram_max
+        FROM hour_rollups
+        WHERE server_id = :server AND hour >= max(:start, :whole_hours_end)
+              AND hour < :hour_rows_end
+        UNION ALL
+        SELECT (minute - :start) / 3600000, samples, cpu_sum, ram_sum,
+               coalesce(cpu_min, cpu_sum), coalesce(cpu_max, cpu_sum),
+               coalesce(ram_min, ram_sum), coalesce(ram_max, ram_sum)
+        FROM minute_rollups
+        WHERE server_id = :server AND minute >= max(:start, :minutes_from)
+              AND minute < :rolled_up
+        UNION ALL
+        SELECT (time - :start) / 3600000, 1, cpu, ram, cpu, cpu, ram, ram
+        FROM samples
+        WHERE server_id = :server AND time >= max(:start, :rolled_up) AND time <= :end
+    )
+    GROUP BY bucket";
+
+/// Buckets of any other width: every part grouped. Hour rows are used when
+/// buckets are whole hours (`hour_rows_end` is `start` otherwise).
+const ANY_BUCKETS: &str = "
+    SELECT bucket, sum(n), sum(cpu) / sum(n), sum(ram) / sum(n),
+           min(cpu_min), max(cpu_max), min(ram_min), max(ram_max)
+    FROM (
+        SELECT (hour - :start) / :width AS bucket, samples AS n, cpu_sum AS cpu,
+               ram_sum AS ram, coalesce(cpu_min, cpu_sum) AS cpu_min,
+               coalesce(cpu_max, cpu_sum) AS cpu_max, coalesce(ram_min, ram_sum) AS ram_min,
+               coalesce(ram_max, ram_sum) AS ram_max
+        FROM hour_rollups
+        WHERE server_id = :server AND hour >= :start AND hour < :hour_rows_end
+        UNION ALL
+        SELECT (minute - :start) / :width, samples, cpu_sum, ram_sum,
+               coalesce(cpu_min, cpu_sum), coalesce(cpu_max, cpu_sum),
+               coalesce(ram_min, ram_sum), coalesce(ram_max, ram_sum)
+        FROM minute_rollups
+        WHERE server_id = :server AND minute >= max(:start, :minutes_from)
+              AND minute < :rolled_up
+        UNION ALL
+        SELECT (time - :start) / :width, 1, cpu, ram, cpu, cpu, ram, ram
+        FROM samples
+        WHERE server_id = :server AND time >= max(:start, :rolled_up) AND time <= :end
+    )
+    GROUP BY bucket";
+
+/// Whether the server has a sample with `from <= time < until`.
+fn has_samples(
+    conn: &Connection,
+    server_id: i64,
+    from: i64,
+    until: i64,
+) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM samples
+                            WHERE server_id = ?1 AND time >= ?2 AND time < ?3)",
+        )?
+        .query_row([server_id, from, until], |row| row.get(0))?)
 }
 
 pub fn servers(conn: &Connection) -> Result<Vec<ServerSummary>, StoreError> {

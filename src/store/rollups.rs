@@ -96,6 +96,10 @@ impl RollupDelta {
     }
 }
 
+// A rollup row of one sample may store NULL for its extremes (most rows
+// of a server reporting once a minute): they are then its sums, and take no
+// space. Readers and the upserts below read them with `coalesce(cpu_min,
+// cpu_sum)` and so on.
 const MINUTE_UPSERT: &str = "INSERT INTO minute_rollups
          (server_id, minute, samples, cpu_sum, ram_sum, cpu_min, cpu_max, ram_min, ram_max)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -103,10 +107,10 @@ const MINUTE_UPSERT: &str = "INSERT INTO minute_rollups
          samples = samples + excluded.samples,
          cpu_sum = cpu_sum + excluded.cpu_sum,
          ram_sum = ram_sum + excluded.ram_sum,
-         cpu_min = min(cpu_min, excluded.cpu_min),
-         cpu_max = max(cpu_max, excluded.cpu_max),
-         ram_min = min(ram_min, excluded.ram_min),
-         ram_max = max(ram_max, excluded.ram_max)";
+         cpu_min = min(coalesce(cpu_min, cpu_sum), coalesce(excluded.cpu_min, excluded.cpu_sum)),
+         cpu_max = max(coalesce(cpu_max, cpu_sum), coalesce(excluded.cpu_max, excluded.cpu_sum)),
+         ram_min = min(coalesce(ram_min, ram_sum), coalesce(excluded.ram_min, excluded.ram_sum)),
+         ram_max = max(coalesce(ram_max, ram_sum), coalesce(excluded.ram_max, excluded.ram_sum))";
 
 const HOUR_UPSERT: &str = "INSERT INTO hour_rollups
          (server_id, hour, samples, cpu_sum, ram_sum, cpu_min, cpu_max, ram_min, ram_max)
@@ -115,10 +119,10 @@ const HOUR_UPSERT: &str = "INSERT INTO hour_rollups
          samples = samples + excluded.samples,
          cpu_sum = cpu_sum + excluded.cpu_sum,
          ram_sum = ram_sum + excluded.ram_sum,
-         cpu_min = min(cpu_min, excluded.cpu_min),
-         cpu_max = max(cpu_max, excluded.cpu_max),
-         ram_min = min(ram_min, excluded.ram_min),
-         ram_max = max(ram_max, excluded.ram_max)";
+         cpu_min = min(coalesce(cpu_min, cpu_sum), coalesce(excluded.cpu_min, excluded.cpu_sum)),
+         cpu_max = max(coalesce(cpu_max, cpu_sum), coalesce(excluded.cpu_max, excluded.cpu_sum)),
+         ram_min = min(coalesce(ram_min, ram_sum), coalesce(excluded.ram_min, excluded.ram_sum)),
+         ram_max = max(coalesce(ram_max, ram_sum), coalesce(excluded.ram_max, excluded.ram_sum))";
 
 /// Adds each (server, bucket) sum to its rollup row with `upsert`.
 fn upsert_all(
@@ -128,16 +132,20 @@ fn upsert_all(
 ) -> Result<(), StoreError> {
     let mut statement = tx.prepare_cached(upsert)?;
     for ((server_id, bucket), sums) in sums {
+        // A one-sample row's extremes are its sums: stored as NULL, they
+        // take no space.
+        let extremes =
+            (sums.samples > 1).then_some((sums.cpu_min, sums.cpu_max, sums.ram_min, sums.ram_max));
         statement.execute(params![
             server_id,
             bucket,
             sums.samples,
             sums.cpu,
             sums.ram,
-            sums.cpu_min,
-            sums.cpu_max,
-            sums.ram_min,
-            sums.ram_max
+            extremes.map(|e| e.0),
+            extremes.map(|e| e.1),
+            extremes.map(|e| e.2),
+            extremes.map(|e| e.3)
         ])?;
     }
     Ok(())

@@ -274,6 +274,31 @@ fn later_samples_in_the_minute_and_hour_of_at_are_left_out() {
 }
 
 #[test]
+fn the_hour_of_at_is_exact_whether_or_not_later_samples_are_rolled_up() {
+    let app = TestApp::new();
+    let base = base_hour();
+    post_at(&app, "web-1", at(base, 10 * MINUTE_MS), 10.0, 30.0);
+    post_at(
+        &app,
+        "web-1",
+        at(base, 20 * MINUTE_MS + 5 * SECOND_MS),
+        20.0,
+        40.0,
+    );
+    let at_time = at(base, 30 * MINUTE_MS + 30 * SECOND_MS);
+    // Nothing between the minute of `at` and the seal: the hour's rollup
+    // row is read in place of its minute rows.
+    let report = app.load("web-1", at_time);
+    assert_eq!(filled(&report["by_hour"]), vec![(23, 15.0, 35.0, 2)]);
+    // A later sample of the same hour is in that row now; the answer for
+    // the same `at` must not change.
+    post_at(&app, "web-1", at(base, 45 * MINUTE_MS), 90.0, 90.0);
+    assert_eq!(app.load("web-1", at_time), report);
+    let report = app.load("web-1", at(base, 59 * MINUTE_MS));
+    assert_eq!(filled(&report["by_hour"]), vec![(23, 40.0, 160.0 / 3.0, 3)]);
+}
+
+#[test]
 fn buckets_carry_the_smallest_and_largest_values() {
     let app = TestApp::new();
     let base = base_hour();

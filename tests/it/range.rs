@@ -204,12 +204,62 @@ fn rollup_extremes_equal_those_of_the_samples() {
                             max(cpu) AS b, min(ram) AS c, max(ram) AS d
                      FROM samples GROUP BY server_id, time / {width}) t
                  ON t.server_id = r.server_id AND t.bucket = r.{key}
-                 WHERE r.cpu_min IS NOT t.a OR r.cpu_max IS NOT t.b
-                    OR r.ram_min IS NOT t.c OR r.ram_max IS NOT t.d"
+                 WHERE coalesce(r.cpu_min, r.cpu_sum) IS NOT t.a
+                    OR coalesce(r.cpu_max, r.cpu_sum) IS NOT t.b
+                    OR coalesce(r.ram_min, r.ram_sum) IS NOT t.c
+                    OR coalesce(r.ram_max, r.ram_sum) IS NOT t.d"
             ),
         );
         assert_eq!(mismatches, 0, "{table}");
+        // Extremes are left out (NULL) exactly in the one-sample rows.
+        let stored_wrongly = count(
+            &app.db_path,
+            &format!(
+                "SELECT count(*) FROM {table}
+                 WHERE (samples = 1) != (cpu_min IS NULL AND cpu_max IS NULL
+                                         AND ram_min IS NULL AND ram_max IS NULL)"
+            ),
+        );
+        assert_eq!(stored_wrongly, 0, "{table}");
     }
+    // A sample every 94 s or so leaves most minutes with one sample.
+    let lean = count(
+        &app.db_path,
+        "SELECT count(*) FROM minute_rollups WHERE samples = 1",
+    );
+    assert!(lean > 100, "{lean} one-sample minute rows");
+}
+
+#[test]
+fn a_second_sample_gives_a_one_sample_rollup_row_its_extremes() {
+    let app = TestApp::new();
+    let minute = at(base_hour(), 7 * MINUTE_MS);
+    // Two requests, so the second sample is added to a stored rollup row.
+    post_at(&app, "web-1", at(minute, 1_000), 10.5, 50.25);
+    post_at(&app, "web-1", at(minute, 2_000), 30.75, 20.0);
+    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
+    for (table, key, start) in [
+        ("minute_rollups", "minute", minute.millis()),
+        ("hour_rollups", "hour", minute.floor(HOUR_MS).millis()),
+    ] {
+        let row: (i64, f64, f64, f64, f64) = conn
+            .query_row(
+                &format!(
+                    "SELECT samples, cpu_min, cpu_max, ram_min, ram_max FROM {table}
+                     WHERE {key} = ?1"
+                ),
+                [start],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(row, (2, 10.5, 30.75, 20.0, 50.25), "{table}");
+    }
+    let (status, body) = range(&app, "web-1", minute, at(minute, MINUTE_MS - 1), "1m");
+    assert_eq!(status, Status::Ok);
+    assert_eq!(
+        filled(&body["buckets"]),
+        vec![(0, 2, 20.625, 35.125, 10.5, 30.75, 20.0, 50.25)]
+    );
 }
 
 #[test]
