@@ -358,6 +358,10 @@ struct BucketBody {
     start: String,
     cpu: Option<f64>,
     ram: Option<f64>,
+    cpu_min: Option<f64>,
+    cpu_max: Option<f64>,
+    ram_min: Option<f64>,
+    ram_max: Option<f64>,
     samples: u64,
 }
 
@@ -435,17 +439,20 @@ fn canned_load() -> &'static str {
         };
         let bucket = |start, first: u64, samples: u64| {
             let points = first..first + samples;
-            let mean = |f: fn(&Entry) -> f64| {
-                points
-                    .clone()
-                    .map(|t| f(&data.entry(t * 1000)))
-                    .sum::<f64>()
-                    / samples as f64
-            };
+            let data = &data;
+            let values =
+                |f: fn(&Entry) -> f64| points.clone().map(move |t| f(&data.entry(t * 1000)));
+            let mean = |f: fn(&Entry) -> f64| values(f).sum::<f64>() / samples as f64;
+            let min = |f: fn(&Entry) -> f64| values(f).reduce(f64::min);
+            let max = |f: fn(&Entry) -> f64| values(f).reduce(f64::max);
             BucketBody {
                 start: iso(start),
                 cpu: Some(mean(|e| e.cpu)),
                 ram: Some(mean(|e| e.ram)),
+                cpu_min: min(|e| e.cpu),
+                cpu_max: max(|e| e.cpu),
+                ram_min: min(|e| e.ram),
+                ram_max: max(|e| e.ram),
                 samples,
             }
         };

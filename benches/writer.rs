@@ -5,7 +5,8 @@
 //!     cargo build --release --features bench --bin bench-writer
 //!     target/release/bench-writer w1    # 1,000 servers x 1,440 minutes, batches of 5,000, 4 in flight
 //!     target/release/bench-writer w2    # one sample per insert, 64 in flight, random server of 10,000
-//!     target/release/bench-writer w3    # after w1: `Store::load` of a random server, 16 in flight
+//!     target/release/bench-writer w3    # after w1: `Store::load` of a random server, 16 in flight,
+//!                                       # then the time to write one answer as JSON (serde and by hand)
 //!
 //! Prints one line: `w1: N samples in S s = R/s` (`w3`: loads). The
 //! database is a fresh temporary file, removed at the end.
@@ -14,7 +15,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sperform::model::{MINUTE_MS, Sample, ServerName, Timestamp};
+use sperform::api::wire::{LoadBody, text};
+use sperform::model::{LoadReport, MINUTE_MS, Sample, ServerName, Timestamp};
 use sperform::store::{Store, StoreConfig};
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -71,6 +73,11 @@ async fn measure(mode: &str, dir: &std::path::Path) -> BenchResult<()> {
                 "w3: {loads} loads in {seconds:.2} s = {:.0}/s",
                 loads as f64 / seconds
             );
+            let report = store
+                .load(names[0].clone(), Timestamp::from_millis(now)?)
+                .await?
+                .ok_or("a w1 server is missing")?;
+            answer_text(&report)?;
             store.close();
             return Ok(());
         }
@@ -186,4 +193,28 @@ async fn w3(store: &Store, names: &[ServerName], now: i64) -> BenchResult<usize>
         reader.await??;
     }
     Ok(16 * PER_READER)
+}
+
+/// How long writing one `/load` answer takes, with serde (`LoadBody`) and
+/// with the hand-written `text::load`, on one thread.
+fn answer_text(report: &LoadReport) -> BenchResult<()> {
+    const ROUNDS: u32 = 20_000;
+    let mut bytes = 0;
+    let started = Instant::now();
+    for _ in 0..ROUNDS {
+        bytes += serde_json::to_vec(&LoadBody::from(report))?.len();
+    }
+    let serde = started.elapsed() / ROUNDS;
+    let started = Instant::now();
+    for _ in 0..ROUNDS {
+        bytes += text::load(report).len();
+    }
+    let by_hand = started.elapsed() / ROUNDS;
+    println!(
+        "w3 answer ({} bytes): serde {:.1} us, by hand {:.1} us",
+        bytes / (2 * ROUNDS as usize),
+        serde.as_secs_f64() * 1e6,
+        by_hand.as_secs_f64() * 1e6
+    );
+    Ok(())
 }

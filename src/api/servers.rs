@@ -1,6 +1,7 @@
 //! Servers: the list, one server's load, and deletion.
 
 use rocket::State;
+use rocket::response::content::RawJson;
 use rocket::response::status::NoContent;
 use rocket::serde::json::Json;
 
@@ -57,7 +58,7 @@ pub async fn load(
     name: &str,
     at: Option<&str>,
     store: &State<Store>,
-) -> Result<Json<LoadBody>, ApiError> {
+) -> Result<RawJson<Vec<u8>>, ApiError> {
     let server = ServerName::parse(name)?;
     let at = match at {
         Some(text) => wire::parse_time_param("at", text)?,
@@ -65,7 +66,7 @@ pub async fn load(
     };
     let report = store.load(server.clone(), at).await?;
     let report = report.ok_or_else(|| unknown_server(&server))?;
-    Ok(Json(LoadBody::from(&report)))
+    Ok(RawJson(wire::text::load(&report)))
 }
 
 #[utoipa::path(
@@ -99,7 +100,7 @@ pub async fn range(
     step: Option<&str>,
     store: &State<Store>,
     settings: &State<Settings>,
-) -> Result<Json<RangeBody>, ApiError> {
+) -> Result<RawJson<Vec<u8>>, ApiError> {
     let server = ServerName::parse(name)?;
     let from = wire::required_time_param("from", from)?;
     let to = wire::required_time_param("to", to)?;
@@ -109,7 +110,9 @@ pub async fn range(
     let window = BucketWindow::range(from, to, step, &policy)?;
     let buckets = store.range(server.clone(), window).await?;
     let buckets = buckets.ok_or_else(|| unknown_server(&server))?;
-    Ok(Json(RangeBody::new(&server, from, to, step, &buckets)))
+    Ok(RawJson(wire::text::range(
+        &server, from, to, step, &buckets,
+    )))
 }
 
 #[utoipa::path(

@@ -125,28 +125,37 @@ fn buckets(
         let Some(bucket) = usize::try_from(index).ok().and_then(|i| buckets.get_mut(i)) else {
             continue;
         };
+        // Rows carry sums; a one-sample rollup row may carry no extremes,
+        // which are then its sums (see rollups.rs).
+        let (cpu, ram): (f64, f64) = (row.get(2)?, row.get(3)?);
+        let n = samples as f64;
         bucket.samples = samples.unsigned_abs();
-        bucket.cpu = row.get(2)?;
-        bucket.ram = row.get(3)?;
-        bucket.cpu_min = row.get(4)?;
-        bucket.cpu_max = row.get(5)?;
-        bucket.ram_min = row.get(6)?;
-        bucket.ram_max = row.get(7)?;
+        bucket.cpu = Some(cpu / n);
+        bucket.ram = Some(ram / n);
+        bucket.cpu_min = Some(row.get::<_, Option<f64>>(4)?.unwrap_or(cpu));
+        bucket.cpu_max = Some(row.get::<_, Option<f64>>(5)?.unwrap_or(cpu));
+        bucket.ram_min = Some(row.get::<_, Option<f64>>(6)?.unwrap_or(ram));
+        bucket.ram_max = Some(row.get::<_, Option<f64>>(7)?.unwrap_or(ram));
     }
     Ok(buckets)
 }
 
+// Each statement yields rows of (bucket index, samples, CPU sum, RAM sum,
+// CPU min, CPU max, RAM min, RAM max); `buckets` divides the sums. Rollup
+// rows one bucket wide are returned as stored (their extremes may be NULL,
+// in one-sample rows); rows that share a bucket are summed by GROUP BY,
+// their extremes taken with `coalesce`, since min() and max() skip NULLs.
+
 /// Minute buckets: rolled-up minutes as they are, then the raw samples from
 /// `rolled_up` grouped by minute. The two parts cover different minutes.
 const MINUTE_BUCKETS: &str = "
-    SELECT (minute - :start) / 60000, samples, cpu_sum / samples, ram_sum / samples,
-           coalesce(cpu_min, cpu_sum), coalesce(cpu_max, cpu_sum),
-           coalesce(ram_min, ram_sum), coalesce(ram_max, ram_sum)
+    SELECT (minute - :start) / 60000, samples, cpu_sum, ram_sum,
+           cpu_min, cpu_max, ram_min, ram_max
     FROM minute_rollups
     WHERE server_id = :server AND minute >= :start AND minute < :rolled_up
     UNION ALL
-    SELECT (time - :start) / 60000 AS bucket, count(*), sum(cpu) / count(*),
-           sum(ram) / count(*), min(cpu), max(cpu), min(ram), max(ram)
+    SELECT (time - :start) / 60000 AS bucket, count(*), sum(cpu), sum(ram),
+           min(cpu), max(cpu), min(ram), max(ram)
     FROM samples
     WHERE server_id = :server AND time >= max(:start, :rolled_up) AND time <= :end
     GROUP BY bucket";
@@ -155,13 +164,12 @@ const MINUTE_BUCKETS: &str = "
 /// are; the hour holding `rolled_up` mixes its rollup row (when exact) or
 /// its minute rows with raw samples, so that one is grouped.
 const HOUR_BUCKETS: &str = "
-    SELECT (hour - :start) / 3600000, samples, cpu_sum / samples, ram_sum / samples,
-           coalesce(cpu_min, cpu_sum), coalesce(cpu_max, cpu_sum),
-           coalesce(ram_min, ram_sum), coalesce(ram_max, ram_sum)
+    SELECT (hour - :start) / 3600000, samples, cpu_sum, ram_sum,
+           cpu_min, cpu_max, ram_min, ram_max
     FROM hour_rollups
     WHERE server_id = :server AND hour >= :start AND hour < :whole_hours_end
     UNION ALL
-    SELECT bucket, sum(n), sum(cpu) / sum(n), sum(ram) / sum(n),
+    SELECT bucket, sum(n), sum(cpu), sum(ram),
            min(cpu_min), max(cpu_max), min(ram_min), max(ram_max)
     FROM (
         SELECT (hour - :start) / 3600000 AS bucket, samples AS n, cpu_sum AS cpu,
@@ -188,7 +196,7 @@ const HOUR_BUCKETS: &str = "
 /// Buckets of any other width: every part grouped. Hour rows are used when
 /// buckets are whole hours (`hour_rows_end` is `start` otherwise).
 const ANY_BUCKETS: &str = "
-    SELECT bucket, sum(n), sum(cpu) / sum(n), sum(ram) / sum(n),
+    SELECT bucket, sum(n), sum(cpu), sum(ram),
            min(cpu_min), max(cpu_max), min(ram_min), max(ram_max)
     FROM (
         SELECT (hour - :start) / :width AS bucket, samples AS n, cpu_sum AS cpu,
