@@ -1,13 +1,12 @@
 //! Servers: the list, one server's load, and deletion.
 
 use rocket::State;
-use rocket::response::content::RawJson;
 use rocket::response::status::NoContent;
 use rocket::serde::json::Json;
 
 use super::auth::{Ingest, Read};
 use super::openapi::ErrorBody;
-use super::wire::{self, LoadBody, RangeBody, ServerBody};
+use super::wire::{self, JsonText, LoadBody, RangeBody, ServerBody};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::model::{BucketWindow, ServerName, Step, TimePolicy, Timestamp};
@@ -58,7 +57,7 @@ pub async fn load(
     name: &str,
     at: Option<&str>,
     store: &State<Store>,
-) -> Result<RawJson<Vec<u8>>, ApiError> {
+) -> Result<JsonText, ApiError> {
     let server = ServerName::parse(name)?;
     let at = match at {
         Some(text) => wire::parse_time_param("at", text)?,
@@ -66,7 +65,7 @@ pub async fn load(
     };
     let report = store.load(server.clone(), at).await?;
     let report = report.ok_or_else(|| unknown_server(&server))?;
-    Ok(RawJson(wire::text::load(&report)))
+    Ok(JsonText(wire::text::load(&report)))
 }
 
 #[utoipa::path(
@@ -100,7 +99,7 @@ pub async fn range(
     step: Option<&str>,
     store: &State<Store>,
     settings: &State<Settings>,
-) -> Result<RawJson<Vec<u8>>, ApiError> {
+) -> Result<JsonText, ApiError> {
     let server = ServerName::parse(name)?;
     let from = wire::required_time_param("from", from)?;
     let to = wire::required_time_param("to", to)?;
@@ -110,7 +109,7 @@ pub async fn range(
     let window = BucketWindow::range(from, to, step, &policy)?;
     let buckets = store.range(server.clone(), window).await?;
     let buckets = buckets.ok_or_else(|| unknown_server(&server))?;
-    Ok(RawJson(wire::text::range(
+    Ok(JsonText(wire::text::range(
         &server, from, to, step, &buckets,
     )))
 }

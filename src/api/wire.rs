@@ -3,8 +3,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::io::Cursor;
 
-use rocket::http::Status;
+use rocket::http::{ContentType, Status};
+use rocket::request::Request;
+use rocket::response::{self, Body, Responder, Response};
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
@@ -516,6 +519,29 @@ pub mod text {
         if serde_json::to_writer(&mut *out, text).is_err() {
             out.extend_from_slice(b"null");
         }
+    }
+}
+
+/// A JSON answer already written out (see `text`). Rocket sends a body in
+/// chunks of 4 KiB by default, each a write of its own to the socket: a
+/// `/load` answer (about 11 KiB) went out in three. This one goes in one
+/// chunk of its own size, up to `MAX_CHUNK`.
+#[derive(Debug)]
+pub struct JsonText(pub Vec<u8>);
+
+impl JsonText {
+    /// The largest chunk: bigger answers are sent in pieces this size.
+    const MAX_CHUNK: usize = 64 * 1024;
+}
+
+impl<'r> Responder<'r, 'static> for JsonText {
+    fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
+        let chunk = self.0.len().clamp(Body::DEFAULT_MAX_CHUNK, Self::MAX_CHUNK);
+        Response::build()
+            .header(ContentType::JSON)
+            .sized_body(self.0.len(), Cursor::new(self.0))
+            .max_chunk_size(chunk)
+            .ok()
     }
 }
 

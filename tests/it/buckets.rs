@@ -299,6 +299,33 @@ fn the_hour_of_at_is_exact_whether_or_not_later_samples_are_rolled_up() {
 }
 
 #[test]
+fn a_load_answer_is_sent_in_one_chunk_of_json() {
+    let app = TestApp::new();
+    let base = base_hour();
+    post_at(&app, "web-1", at(base, MINUTE_MS), 12.5, 40.25);
+    let uri = format!(
+        "/api/v1/servers/web-1/load?at={}",
+        at(base, HOUR_MS).to_rfc3339()
+    );
+    let response = app.client.get(uri).dispatch();
+    assert_eq!(response.status(), Status::Ok);
+    assert_eq!(
+        response.content_type(),
+        Some(rocket::http::ContentType::JSON)
+    );
+    let chunk = response.body().max_chunk_size();
+    let text = response.into_string().unwrap();
+    // More than Rocket's default chunk of 4 KiB, and all of it in one.
+    assert!(
+        text.len() > 4096 && chunk >= text.len(),
+        "{} bytes, chunk {chunk}",
+        text.len()
+    );
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(filled(&body["by_minute"]), vec![(0, 12.5, 40.25, 1)]);
+}
+
+#[test]
 fn buckets_carry_the_smallest_and_largest_values() {
     let app = TestApp::new();
     let base = base_hour();
