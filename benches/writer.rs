@@ -142,13 +142,9 @@ async fn w2(store: &Store, names: &[ServerName], now: i64) -> BenchResult<usize>
         let store = store.clone();
         let names = names.to_vec();
         senders.push(tokio::spawn(async move {
-            // A small LCG: the same servers every run, no dependency.
             let mut state = sender * 7919 + 1;
             for i in 0..PER_SENDER {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                let server = names[(state >> 33) as usize % names.len()].clone();
+                let server = names[pick(&mut state, names.len())].clone();
                 let sample = Sample {
                     server,
                     time: Timestamp::from_millis(now + (i as i64 % 1000))?,
@@ -166,6 +162,15 @@ async fn w2(store: &Store, names: &[ServerName], now: i64) -> BenchResult<usize>
     Ok(64 * PER_SENDER)
 }
 
+/// The next of a small LCG's numbers below `len`: the same servers every
+/// run, with no dependency.
+fn pick(state: &mut u64, len: usize) -> usize {
+    *state = state
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    (*state >> 33) as usize % len
+}
+
 /// The read path alone: `load` (both views, as `GET .../load` asks) of a
 /// random one of w1's servers at `now`, 16 in flight.
 async fn w3(store: &Store, names: &[ServerName], now: i64) -> BenchResult<usize> {
@@ -178,10 +183,7 @@ async fn w3(store: &Store, names: &[ServerName], now: i64) -> BenchResult<usize>
         readers.push(tokio::spawn(async move {
             let mut state = reader * 7919 + 1;
             for _ in 0..PER_READER {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                let server = names[(state >> 33) as usize % names.len()].clone();
+                let server = names[pick(&mut state, names.len())].clone();
                 if store.load(server, at).await?.is_none() {
                     return Err("a w1 server is missing".into());
                 }

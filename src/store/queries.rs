@@ -102,14 +102,17 @@ fn buckets(
         (":rolled_up", &rolled_up),
         (":end", &end),
     ];
+    // Whole hours before it are read as they are (hour buckets only).
+    let hour_rows_from = if window.width_ms == HOUR_MS {
+        whole_hours_end
+    } else {
+        start
+    };
     if window.width_ms != MINUTE_MS {
+        params.push((":width", &window.width_ms));
+        params.push((":hour_rows_from", &hour_rows_from));
         params.push((":hour_rows_end", &hour_rows_end));
         params.push((":minutes_from", &minutes_from));
-    }
-    match window.width_ms {
-        MINUTE_MS => {}
-        HOUR_MS => params.push((":whole_hours_end", &whole_hours_end)),
-        _ => params.push((":width", &window.width_ms)),
     }
     let mut rows = statement.query(params.as_slice())?;
     let mut buckets: Vec<Bucket> = (0..window.count)
@@ -140,6 +143,39 @@ fn buckets(
     Ok(buckets)
 }
 
+/// Buckets `:width` wide summed from hour rows in `[hour_rows_from,
+/// hour_rows_end)` (none unless buckets are whole hours), minute rows from
+/// `minutes_from` to `rolled_up`, and raw samples from `rolled_up` to `end`.
+macro_rules! grouped_buckets {
+    () => {
+        "SELECT bucket, sum(n), sum(cpu), sum(ram),
+                min(cpu_min), max(cpu_max), min(ram_min), max(ram_max)
+         FROM (
+             SELECT (hour - :start) / :width AS bucket, samples AS n, cpu_sum AS cpu,
+                    ram_sum AS ram, coalesce(cpu_min, cpu_sum) AS cpu_min,
+                    coalesce(cpu_max, cpu_sum) AS cpu_max,
+                    coalesce(ram_min, ram_sum) AS ram_min,
+                    coalesce(ram_max, ram_sum) AS ram_max
+             FROM hour_rollups
+             WHERE server_id = :server AND hour >= max(:start, :hour_rows_from)
+                   AND hour < :hour_rows_end
+             UNION ALL
+             SELECT (minute - :start) / :width, samples, cpu_sum, ram_sum,
+                    coalesce(cpu_min, cpu_sum), coalesce(cpu_max, cpu_sum),
+                    coalesce(ram_min, ram_sum), coalesce(ram_max, ram_sum)
+             FROM minute_rollups
+             WHERE server_id = :server AND minute >= max(:start, :minutes_from)
+                   AND minute < :rolled_up
+             UNION ALL
+             SELECT (time - :start) / :width, 1, cpu, ram, cpu, cpu, ram, ram
+             FROM samples
+             WHERE server_id = :server AND time >= max(:start, :rolled_up)
+                   AND time <= :end
+         )
+         GROUP BY bucket"
+    };
+}
+
 // Each statement yields rows of (bucket index, samples, CPU sum, RAM sum,
 // CPU min, CPU max, RAM min, RAM max); `buckets` divides the sums. Rollup
 // rows one bucket wide are returned as stored (their extremes may be NULL,
@@ -160,64 +196,22 @@ const MINUTE_BUCKETS: &str = "
     WHERE server_id = :server AND time >= max(:start, :rolled_up) AND time <= :end
     GROUP BY bucket";
 
-/// Hour buckets: rolled-up whole hours (before `whole_hours_end`) as they
+/// Hour buckets: rolled-up whole hours (before `hour_rows_from`) as they
 /// are; the hour holding `rolled_up` mixes its rollup row (when exact) or
-/// its minute rows with raw samples, so that one is grouped.
-const HOUR_BUCKETS: &str = "
-    SELECT (hour - :start) / 3600000, samples, cpu_sum, ram_sum,
-           cpu_min, cpu_max, ram_min, ram_max
-    FROM hour_rollups
-    WHERE server_id = :server AND hour >= :start AND hour < :whole_hours_end
-    UNION ALL
-    SELECT bucket, sum(n), sum(cpu), sum(ram),
-           min(cpu_min), max(cpu_max), min(ram_min), max(ram_max)
-    FROM (
-        SELECT (hour - :start) / 3600000 AS bucket, samples AS n, cpu_sum AS cpu,
-               ram_sum AS ram, coalesce(cpu_min, cpu_sum) AS cpu_min,
-               coalesce(cpu_max, cpu_sum) AS cpu_max, coalesce(ram_min, ram_sum) AS ram_min,
-               coalesce(ram_max, ram_sum) AS ram_max
-        FROM hour_rollups
-        WHERE server_id = :server AND hour >= max(:start, :whole_hours_end)
-              AND hour < :hour_rows_end
-        UNION ALL
-        SELECT (minute - :start) / 3600000, samples, cpu_sum, ram_sum,
-               coalesce(cpu_min, cpu_sum), coalesce(cpu_max, cpu_sum),
-               coalesce(ram_min, ram_sum), coalesce(ram_max, ram_sum)
-        FROM minute_rollups
-        WHERE server_id = :server AND minute >= max(:start, :minutes_from)
-              AND minute < :rolled_up
-        UNION ALL
-        SELECT (time - :start) / 3600000, 1, cpu, ram, cpu, cpu, ram, ram
-        FROM samples
-        WHERE server_id = :server AND time >= max(:start, :rolled_up) AND time <= :end
-    )
-    GROUP BY bucket";
+/// its minute rows with raw samples, so that one is grouped (`:width` is an
+/// hour).
+const HOUR_BUCKETS: &str = concat!(
+    "SELECT (hour - :start) / 3600000, samples, cpu_sum, ram_sum,
+            cpu_min, cpu_max, ram_min, ram_max
+     FROM hour_rollups
+     WHERE server_id = :server AND hour >= :start AND hour < :hour_rows_from
+     UNION ALL ",
+    grouped_buckets!()
+);
 
-/// Buckets of any other width: every part grouped. Hour rows are used when
-/// buckets are whole hours (`hour_rows_end` is `start` otherwise).
-const ANY_BUCKETS: &str = "
-    SELECT bucket, sum(n), sum(cpu), sum(ram),
-           min(cpu_min), max(cpu_max), min(ram_min), max(ram_max)
-    FROM (
-        SELECT (hour - :start) / :width AS bucket, samples AS n, cpu_sum AS cpu,
-               ram_sum AS ram, coalesce(cpu_min, cpu_sum) AS cpu_min,
-               coalesce(cpu_max, cpu_sum) AS cpu_max, coalesce(ram_min, ram_sum) AS ram_min,
-               coalesce(ram_max, ram_sum) AS ram_max
-        FROM hour_rollups
-        WHERE server_id = :server AND hour >= :start AND hour < :hour_rows_end
-        UNION ALL
-        SELECT (minute - :start) / :width, samples, cpu_sum, ram_sum,
-               coalesce(cpu_min, cpu_sum), coalesce(cpu_max, cpu_sum),
-               coalesce(ram_min, ram_sum), coalesce(ram_max, ram_sum)
-        FROM minute_rollups
-        WHERE server_id = :server AND minute >= max(:start, :minutes_from)
-              AND minute < :rolled_up
-        UNION ALL
-        SELECT (time - :start) / :width, 1, cpu, ram, cpu, cpu, ram, ram
-        FROM samples
-        WHERE server_id = :server AND time >= max(:start, :rolled_up) AND time <= :end
-    )
-    GROUP BY bucket";
+/// Buckets of any other width: every part grouped (`hour_rows_from` is
+/// `start`).
+const ANY_BUCKETS: &str = grouped_buckets!();
 
 /// Whether the server has a sample with `from <= time < until`.
 fn has_samples(
