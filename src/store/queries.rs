@@ -51,9 +51,7 @@ pub fn range(
 /// The server's id and the rollup seal, read in the caller's transaction.
 fn find_server(conn: &Connection, server: &ServerName) -> Result<Option<(i64, i64)>, StoreError> {
     Ok(conn
-        .prepare_cached(
-            "SELECT id, (SELECT sealed_until FROM rollup_state) FROM servers WHERE name = ?1",
-        )?
+        .prepare_cached("SELECT id, sealed_until FROM servers WHERE name = ?1")?
         .query_row([server.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?)
 }
@@ -237,7 +235,7 @@ pub fn servers(conn: &Connection) -> Result<Vec<ServerSummary>, StoreError> {
                  WHERE server_id = servers.id)
                 + (SELECT count(*) FROM samples
                    WHERE server_id = servers.id
-                     AND time >= (SELECT sealed_until FROM rollup_state))
+                     AND time >= servers.sealed_until)
          FROM servers
          ORDER BY name",
     )?;
@@ -274,10 +272,9 @@ pub fn ping(conn: &Connection) -> Result<(), StoreError> {
 pub fn overview(conn: &mut Connection, at: Timestamp) -> Result<Vec<ServerOverview>, StoreError> {
     // One read transaction, so the seal, the list and the buckets agree.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-    let sealed_until: i64 = tx
-        .prepare_cached("SELECT sealed_until FROM rollup_state")?
-        .query_row([], |row| row.get(0))?;
-    let rolled_up = sealed_until.min(at.floor(MINUTE_MS).millis());
+    // Each server's rollups are read below its own seal (or the minute of
+    // `at`, if earlier), its samples from there on.
+    let at_minute = at.floor(MINUTE_MS).millis();
     let window = BucketWindow::minutes_to(at);
 
     let mut servers = Vec::new();
@@ -312,17 +309,17 @@ pub fn overview(conn: &mut Connection, at: Timestamp) -> Result<Vec<ServerOvervi
                 cpu_sum / samples, ram_sum / samples
          FROM servers CROSS JOIN minute_rollups
              ON minute_rollups.server_id = servers.id
-                AND minute >= :start AND minute < :rolled_up
+                AND minute >= :start AND minute < min(servers.sealed_until, :at_minute)
          UNION ALL
          SELECT servers.id, (time - :start) / 60000 AS bucket, count(*), avg(cpu), avg(ram)
          FROM servers CROSS JOIN samples
              ON samples.server_id = servers.id
-                AND time >= max(:start, :rolled_up) AND time <= :at
+                AND time >= max(:start, min(servers.sealed_until, :at_minute)) AND time <= :at
          GROUP BY servers.id, bucket",
     )?;
     let mut rows = statement.query(rusqlite::named_params! {
         ":start": window.start.millis(),
-        ":rolled_up": rolled_up,
+        ":at_minute": at_minute,
         ":at": at.millis(),
     })?;
     while let Some(row) = rows.next()? {

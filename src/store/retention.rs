@@ -62,11 +62,15 @@ pub fn delete_batch(
     let mut deleted_servers = Vec::new();
     let mut budget = BATCH_SAMPLES;
     let mut servers =
-        tx.prepare_cached("SELECT id, name FROM servers WHERE id > ?1 ORDER BY id")?;
+        tx.prepare_cached("SELECT id, name, sealed_until FROM servers WHERE id > ?1 ORDER BY id")?;
     let mut rows = servers.query([*cursor])?;
     while let Some(row) = rows.next()? {
         let server_id: i64 = row.get(0)?;
         let name: String = row.get(1)?;
+        // Only hours below the server's seal are deleted: their rollups
+        // are complete, and no unsealed sample is among them.
+        let sealed_until: i64 = row.get(2)?;
+        let cutoff = cutoff.min(sealed_until - sealed_until.rem_euclid(HOUR_MS));
         let expired: Vec<(i64, i64)> = tx
             .prepare_cached(
                 "SELECT hour, samples FROM hour_rollups

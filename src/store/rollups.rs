@@ -1,16 +1,20 @@
 //! The rollup tables and the seal that keeps them cheap to write.
 //!
-//! `minute_rollups` and `hour_rollups` hold the sums and counts of exactly
-//! the samples whose time is before `rollup_state.sealed_until` (a minute
-//! boundary). Samples at or after it are in `samples` only; the writer keeps
-//! their per-minute sums in memory (`Unsealed`) and, once their minute has
-//! passed, adds them to the rollups in one go and moves the seal forward, in
-//! the same transaction. So a live sample costs one row write, not three,
-//! and readers combine rollups below the seal with raw samples above it.
-//! The in-memory sums are only a write buffer: answers always come from the
-//! tables, and on start-up the sums are recomputed from `samples`.
+//! `minute_rollups` and `hour_rollups` hold, for each server, the sums and
+//! counts of exactly its samples whose time is before its
+//! `servers.sealed_until` (a minute boundary). Samples at or after it are in
+//! `samples` only; the writer keeps their per-minute sums in memory
+//! (`Unsealed`) and, once their minute has passed, adds them to the rollups
+//! and moves the server's seal forward, in the same transaction. So a live
+//! sample costs one row write, not three, and readers combine rollups below
+//! the seal with raw samples above it. When a minute ends, the servers are
+//! sealed a few hundred per transaction (a walk), so no request waits for
+//! all of them; once the walk is done every server's seal is the same
+//! again (the floor). The in-memory sums are only a write buffer: answers
+//! always come from the tables, and on start-up the sums are recomputed
+//! from `samples`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rusqlite::{Connection, Transaction, params};
 
@@ -151,29 +155,50 @@ fn upsert_all(
     Ok(())
 }
 
-/// The committed samples at or after the seal, summed by server and minute.
+/// Servers sealed in one transaction at most while requests wait on it:
+/// each moves its ended minutes into the rollups (two row writes).
+pub const SEAL_SERVERS_PER_TRANSACTION: usize = 250;
+
+/// The committed samples at or after their server's seal, summed by server
+/// and minute, and the seals themselves: every server is sealed at least up
+/// to `floor`; while a walk is under way, the servers it has passed are
+/// sealed up to the walk's target (`ahead`).
 pub struct Unsealed {
-    sealed_until: i64,
+    floor: i64,
+    ahead: HashMap<i64, i64>,
     sums: BTreeMap<(i64, i64), Sums>,
+    /// The server the walk towards `target` goes on from.
+    walk: Option<Walk>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Walk {
+    target: i64,
+    next_server: i64,
 }
 
 impl Unsealed {
-    /// Reads the seal and recomputes the sums of the samples above it.
+    /// Reads the seals and recomputes the sums of the samples above them.
     pub fn load(conn: &Connection) -> Result<Unsealed, StoreError> {
-        let sealed_until: i64 =
-            conn.query_row("SELECT sealed_until FROM rollup_state", [], |row| {
-                row.get(0)
-            })?;
+        let mut seals = conn.prepare("SELECT id, sealed_until FROM servers")?;
+        let seals: Vec<(i64, i64)> = seals
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let floor = seals.iter().map(|(_, seal)| *seal).min().unwrap_or(0);
+        let ahead = seals
+            .into_iter()
+            .filter(|(_, seal)| *seal > floor)
+            .collect();
         // One index seek per server rather than a scan of every sample.
         let mut statement = conn.prepare(
             "SELECT samples.server_id, samples.time - samples.time % 60000,
                     count(*), total(samples.cpu), total(samples.ram),
                     min(samples.cpu), max(samples.cpu), min(samples.ram), max(samples.ram)
              FROM servers CROSS JOIN samples
-                 ON samples.server_id = servers.id AND samples.time >= ?1
+                 ON samples.server_id = servers.id AND samples.time >= servers.sealed_until
              GROUP BY samples.server_id, samples.time / 60000",
         )?;
-        let rows = statement.query_map([sealed_until], |row| {
+        let rows = statement.query_map([], |row| {
             Ok((
                 (row.get(0)?, row.get(1)?),
                 Sums {
@@ -188,15 +213,28 @@ impl Unsealed {
             ))
         })?;
         let sums = rows.collect::<Result<_, _>>()?;
-        Ok(Unsealed { sealed_until, sums })
+        Ok(Unsealed {
+            floor,
+            ahead,
+            sums,
+            walk: None,
+        })
     }
 
-    pub fn sealed_until(&self) -> i64 {
-        self.sealed_until
+    /// Where every server is sealed at least.
+    pub fn floor(&self) -> i64 {
+        self.floor
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.sums.is_empty()
+    /// Whether there is anything to seal before `target`, counting what
+    /// `change` adds.
+    pub fn wants_seal(&self, change: &UnsealedChange, target: i64) -> bool {
+        target > self.floor
+            && (!self.sums.is_empty() || change.added.keys().any(|(_, minute)| *minute < target))
+    }
+
+    fn seal_of(&self, server_id: i64) -> i64 {
+        self.ahead.get(&server_id).copied().unwrap_or(self.floor)
     }
 
     /// Applies what a committed transaction did.
@@ -204,10 +242,29 @@ impl Unsealed {
         if !change.forgotten.is_empty() {
             self.sums
                 .retain(|(server_id, _), _| !change.forgotten.contains(server_id));
+            self.ahead
+                .retain(|server_id, _| !change.forgotten.contains(server_id));
         }
-        if let Some(sealed_until) = change.sealed_until {
-            self.sums.retain(|(_, minute), _| *minute >= sealed_until);
-            self.sealed_until = sealed_until;
+        for (server_id, seal) in change.sealed {
+            // Its sums below the new seal went to the rollups.
+            let below: Vec<(i64, i64)> = self
+                .sums
+                .range((server_id, i64::MIN)..(server_id, seal))
+                .map(|(key, _)| *key)
+                .collect();
+            for key in below {
+                self.sums.remove(&key);
+            }
+            self.ahead.insert(server_id, seal);
+        }
+        if let Some(floor) = change.floor {
+            // Every server is sealed up to it: no sum below it is left.
+            self.sums.retain(|(_, minute), _| *minute >= floor);
+            self.floor = floor;
+            self.ahead.retain(|_, seal| *seal > floor);
+        }
+        if let Some(walk) = change.walk {
+            self.walk = walk;
         }
         for (key, sums) in change.added {
             self.sums.entry(key).or_default().merge(&sums);
@@ -215,15 +272,21 @@ impl Unsealed {
     }
 }
 
-/// What one transaction does to the unsealed sums; applied only after it
-/// committed, so a rolled-back transaction leaves them as they were.
+/// What one transaction does to the unsealed sums and the seals; applied
+/// only after it committed, so a rolled-back transaction leaves them as
+/// they were.
 #[derive(Default)]
 pub struct UnsealedChange {
     added: BTreeMap<(i64, i64), Sums>,
     /// Servers deleted: their committed sums go. (A new server may get the
     /// same id later in the transaction; its sums are in `added`.)
     forgotten: BTreeSet<i64>,
-    sealed_until: Option<i64>,
+    /// Servers sealed in this transaction, with their new seals.
+    sealed: HashMap<i64, i64>,
+    /// Every server's new seal, when a walk ended.
+    floor: Option<i64>,
+    /// Where the walk stands after this transaction, if it moved.
+    walk: Option<Option<Walk>>,
 }
 
 impl UnsealedChange {
@@ -237,34 +300,116 @@ impl UnsealedChange {
 
     pub fn forget_server(&mut self, server_id: i64) {
         self.added.retain(|(id, _), _| *id != server_id);
+        self.sealed.remove(&server_id);
         self.forgotten.insert(server_id);
+    }
+
+    /// The seal of `server_id` as this transaction leaves it.
+    pub fn seal_of(&self, unsealed: &Unsealed, server_id: i64) -> i64 {
+        match self.sealed.get(&server_id) {
+            Some(seal) => *seal,
+            None if self.forgotten.contains(&server_id) => self.floor.unwrap_or(unsealed.floor),
+            None => unsealed.seal_of(server_id),
+        }
     }
 }
 
-/// Moves the seal up to `target` inside `tx`: the sums of every unsealed
-/// minute before it go to `delta`, and `rollup_state` records the new seal.
+/// Moves seals towards `target` inside `tx`: walks the servers with
+/// committed sums before `target` in id order, from where the last
+/// transaction left off, and seals at most `limit` of them (their sums
+/// before `target` go to `delta`; `servers.sealed_until` records the new
+/// seal). Once the walk has passed every server, the servers with sums of
+/// this transaction before `target` are sealed too and every server's seal
+/// is set to `target`: the floor. Each sealed server is consistent on its
+/// own, so the walk may take many transactions.
 pub fn seal(
     tx: &Transaction<'_>,
     unsealed: &Unsealed,
     change: &mut UnsealedChange,
     delta: &mut RollupDelta,
     target: i64,
+    limit: usize,
 ) -> Result<(), StoreError> {
-    for ((server_id, minute), sums) in &unsealed.sums {
-        if *minute < target && !change.forgotten.contains(server_id) {
-            delta.add_minute(*server_id, *minute, sums);
+    let mut walk = match unsealed.walk {
+        Some(walk) if walk.target == target => walk,
+        // A new target (a minute ended during a walk) starts over.
+        _ => Walk {
+            target,
+            next_server: i64::MIN,
+        },
+    };
+    let mut sealed = 0;
+    let mut key = (walk.next_server, i64::MIN);
+    while let Some((&(server_id, minute), _)) = unsealed.sums.range(key..).next() {
+        key = (server_id.saturating_add(1), i64::MIN);
+        if minute >= target
+            || change.forgotten.contains(&server_id)
+            || change.seal_of(unsealed, server_id) >= target
+        {
+            continue;
         }
-    }
-    let added = std::mem::take(&mut change.added);
-    for ((server_id, minute), sums) in added {
-        if minute < target {
-            delta.add_minute(server_id, minute, &sums);
-        } else {
-            change.added.insert((server_id, minute), sums);
+        if sealed == limit {
+            walk.next_server = server_id;
+            change.walk = Some(Some(walk));
+            return Ok(());
         }
+        seal_server(tx, unsealed, change, delta, server_id, target)?;
+        sealed += 1;
     }
-    tx.prepare_cached("UPDATE rollup_state SET sealed_until = ?1")?
+    // The walk is over. Seal what is still below the target: this
+    // transaction's samples, and late samples of servers the walk passed
+    // while they had none before it. Then move every server's seal to it.
+    let left: BTreeSet<i64> = unsealed
+        .sums
+        .keys()
+        .filter(|(server_id, minute)| {
+            *minute < target
+                && !change.forgotten.contains(server_id)
+                && change.seal_of(unsealed, *server_id) < target
+        })
+        .chain(change.added.keys().filter(|(_, minute)| *minute < target))
+        .map(|(server_id, _)| *server_id)
+        .collect();
+    for server_id in left {
+        seal_server(tx, unsealed, change, delta, server_id, target)?;
+    }
+    tx.prepare_cached("UPDATE servers SET sealed_until = ?1 WHERE sealed_until < ?1")?
         .execute([target])?;
-    change.sealed_until = Some(target);
+    change.floor = Some(target);
+    change.walk = Some(None);
+    Ok(())
+}
+
+/// Seals one server up to `target`: its committed and new sums before it go
+/// to `delta`.
+fn seal_server(
+    tx: &Transaction<'_>,
+    unsealed: &Unsealed,
+    change: &mut UnsealedChange,
+    delta: &mut RollupDelta,
+    server_id: i64,
+    target: i64,
+) -> Result<(), StoreError> {
+    if !change.forgotten.contains(&server_id) {
+        for ((_, minute), sums) in unsealed
+            .sums
+            .range((server_id, i64::MIN)..(server_id, target))
+        {
+            delta.add_minute(server_id, *minute, sums);
+        }
+    }
+    let added: Vec<(i64, i64)> = change
+        .added
+        .range((server_id, i64::MIN)..(server_id, target))
+        .map(|(key, _)| *key)
+        .collect();
+    for key in added {
+        if let Some(sums) = change.added.remove(&key) {
+            delta.add_minute(server_id, key.1, &sums);
+        }
+    }
+    tx.prepare_cached("UPDATE servers SET sealed_until = ?1 WHERE id = ?2")?
+        .execute([target, server_id])?;
+    change.sealed.insert(server_id, target);
     Ok(())
 }

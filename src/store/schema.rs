@@ -27,6 +27,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_rollup_extremes",
         include_str!("../../migrations/0004_rollup_extremes.sql"),
     ),
+    (
+        "0005_server_seal",
+        include_str!("../../migrations/0005_server_seal.sql"),
+    ),
 ];
 
 /// Page size of a newly created database, in bytes (SQLite's default is
@@ -152,7 +156,8 @@ mod tests {
                 "0001_initial",
                 "0002_rollups",
                 "0003_rollup_seal",
-                "0004_rollup_extremes"
+                "0004_rollup_extremes",
+                "0005_server_seal"
             ]
         );
         assert!(migrate(&mut conn).unwrap().is_empty());

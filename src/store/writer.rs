@@ -16,7 +16,7 @@ use super::retention::{self, RetentionBatch};
 use super::rollups::{self, RollupDelta, Unsealed, UnsealedChange};
 use super::stats::{StoreStats, WriterStats};
 use super::{StoreError, checkpoint};
-use crate::model::{HOUR_MS, MINUTE_MS, Sample, ServerName, Timestamp};
+use crate::model::{MINUTE_MS, Sample, ServerName, Timestamp};
 
 /// Most samples one transaction takes before it commits, so that the first
 /// request of a long queue does not wait for all the rest.
@@ -262,7 +262,10 @@ fn seal_target() -> i64 {
 }
 
 fn seal_when_idle(state: &mut State) {
-    if state.unsealed.is_empty() || seal_target() <= state.unsealed.sealed_until() {
+    if !state
+        .unsealed
+        .wants_seal(&UnsealedChange::default(), seal_target())
+    {
         return;
     }
     if let Err(err) = apply_in_transaction(state, &[]) {
@@ -350,10 +353,16 @@ fn run_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<Outcome>, Stor
     } = state;
     let mut cursor = *retention_cursor;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let sealed_until = unsealed.sealed_until();
     let mut delta = RollupDelta::default();
     let mut change = UnsealedChange::default();
     let mut seal_to = seal_target();
+    // Requests wait on this transaction: it seals a few hundred servers at
+    // most. Alone (idle) or asked to seal, it seals them all.
+    let mut seal_limit = if jobs.is_empty() {
+        usize::MAX
+    } else {
+        rollups::SEAL_SERVERS_PER_TRANSACTION
+    };
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
         outcomes.push(match job {
@@ -364,8 +373,8 @@ fn run_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<Outcome>, Stor
                 let mut in_key_order: Vec<&Sample> = samples.iter().collect();
                 in_key_order.sort_by(|a, b| (&a.server, a.time).cmp(&(&b.server, b.time)));
                 for sample in in_key_order {
-                    let server_id = insert_sample(&tx, server_ids, sample)?;
-                    if sample.time.millis() < sealed_until {
+                    let server_id = insert_sample(&tx, server_ids, unsealed.floor(), sample)?;
+                    if sample.time.millis() < change.seal_of(unsealed, server_id) {
                         delta.add_sample(server_id, sample);
                     } else {
                         change.add_sample(server_id, sample);
@@ -389,13 +398,12 @@ fn run_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<Outcome>, Stor
             }
             Job::Seal { until, .. } => {
                 seal_to = seal_to.max(until.floor(MINUTE_MS).millis());
+                seal_limit = usize::MAX;
                 Outcome::Done
             }
             Job::Retain { cutoff, .. } => {
                 delta.flush(&tx)?;
-                // Only sealed hours are deleted: their rollups are complete.
-                let cutoff = (*cutoff).min(sealed_until - sealed_until.rem_euclid(HOUR_MS));
-                let (batch, deleted) = retention::delete_batch(&tx, &mut cursor, cutoff)?;
+                let (batch, deleted) = retention::delete_batch(&tx, &mut cursor, *cutoff)?;
                 for (server_id, _) in &deleted {
                     change.forget_server(*server_id);
                 }
@@ -406,8 +414,8 @@ fn run_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<Outcome>, Stor
             }
         });
     }
-    if seal_to > sealed_until {
-        rollups::seal(&tx, unsealed, &mut change, &mut delta, seal_to)?;
+    if unsealed.wants_seal(&change, seal_to) {
+        rollups::seal(&tx, unsealed, &mut change, &mut delta, seal_to, seal_limit)?;
     }
     delta.flush(&tx)?;
     tx.commit()?;
@@ -420,9 +428,10 @@ fn run_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<Outcome>, Stor
 fn insert_sample(
     tx: &Transaction<'_>,
     server_ids: &mut ServerIds,
+    seal: i64,
     sample: &Sample,
 ) -> Result<i64, StoreError> {
-    let server_id = server_ids.get_or_create(tx, &sample.server)?;
+    let server_id = server_ids.get_or_create(tx, &sample.server, seal)?;
     let time = sample.time.millis();
     let inserted = tx
         .prepare_cached(
@@ -468,10 +477,12 @@ fn answer(job: Job, result: Result<Outcome, StoreError>) {
 struct ServerIds(HashMap<ServerName, i64>);
 
 impl ServerIds {
+    /// A new server gets `seal` (the floor every server is sealed to).
     fn get_or_create(
         &mut self,
         tx: &Transaction<'_>,
         name: &ServerName,
+        seal: i64,
     ) -> Result<i64, StoreError> {
         if let Some(id) = self.0.get(name) {
             return Ok(*id);
@@ -483,8 +494,10 @@ impl ServerIds {
         let id = match existing {
             Some(id) => id,
             None => tx
-                .prepare_cached("INSERT INTO servers (name) VALUES (?1) RETURNING id")?
-                .query_row([name.as_str()], |row| row.get(0))?,
+                .prepare_cached(
+                    "INSERT INTO servers (name, sealed_until) VALUES (?1, ?2) RETURNING id",
+                )?
+                .query_row(params![name.as_str(), seal], |row| row.get(0))?,
         };
         self.0.insert(name.clone(), id);
         Ok(id)

@@ -257,10 +257,11 @@ fn rollups_and_truth(db_path: &std::path::Path, table: &str, width_ms: i64) -> [
         read(&format!(
             "SELECT server_id, {key}, samples, cpu_sum, ram_sum FROM {table} ORDER BY 1, 2"
         )),
-        // The rollups hold exactly the samples below the seal.
+        // The rollups hold exactly the samples below their server's seal.
         read(&format!(
             "SELECT server_id, time - time % {width_ms}, count(*), total(cpu), total(ram)
-             FROM samples WHERE time < (SELECT sealed_until FROM rollup_state)
+             FROM samples JOIN servers ON servers.id = samples.server_id
+             WHERE time < servers.sealed_until
              GROUP BY server_id, time / {width_ms} ORDER BY 1, 2"
         )),
     ]
@@ -378,8 +379,13 @@ async fn answers(client: &AsyncClient, moments: &[Timestamp]) -> Vec<String> {
     texts
 }
 
+/// The servers' seal, which is the same for all once a seal is complete.
 fn sealed_until(db_path: &std::path::Path) -> i64 {
-    count(db_path, "SELECT sealed_until FROM rollup_state")
+    assert_eq!(
+        count(db_path, "SELECT count(DISTINCT sealed_until) FROM servers"),
+        1
+    );
+    count(db_path, "SELECT sealed_until FROM servers LIMIT 1")
 }
 
 #[rocket::async_test]
@@ -562,4 +568,100 @@ fn an_existing_database_keeps_its_page_size() {
     assert_eq!(status, Status::NoContent);
     assert_eq!(count(&db_path, "PRAGMA page_size"), 4096);
     assert_eq!(count(&db_path, "SELECT count(*) FROM samples"), 1);
+}
+
+/// Servers sealed up to `seal`, and the rest.
+fn servers_by_seal(db_path: &std::path::Path, seal: i64) -> (i64, i64) {
+    (
+        count(
+            db_path,
+            &format!("SELECT count(*) FROM servers WHERE sealed_until = {seal}"),
+        ),
+        count(
+            db_path,
+            &format!("SELECT count(*) FROM servers WHERE sealed_until <> {seal}"),
+        ),
+    )
+}
+
+#[test]
+fn requests_wait_on_a_few_hundred_servers_sealed_at_a_time() {
+    // As a daemon stopped right after a minute ended leaves it: 600
+    // servers sealed up to that minute, each with a sample in it, and one
+    // (`early`, first in id order) with a sample of the new minute only.
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("sperform.db");
+    let target = Timestamp::now().floor(MINUTE_MS).millis();
+    let ended = target - MINUTE_MS;
+    {
+        let conn = rusqlite::Connection::open(&db_path).unwrap();
+        for (_, sql) in MIGRATIONS {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", MIGRATIONS.len() as i64)
+            .unwrap();
+        let add = |id: i64, name: String, time: i64, cpu: f64| {
+            conn.execute(
+                "INSERT INTO servers (id, name, sealed_until) VALUES (?1, ?2, ?3)",
+                rusqlite::params![id, name, ended],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO samples (server_id, time, cpu, ram) VALUES (?1, ?2, ?3, 50)",
+                rusqlite::params![id, time, cpu],
+            )
+            .unwrap();
+        };
+        add(1, "early".into(), target + 1, 7.0);
+        for i in 0..600_i64 {
+            add(i + 2, format!("s-{i:03}"), ended + i, (i % 100) as f64);
+        }
+    }
+    let client = Client::untracked(sperform::build(figment_for(&db_path)).unwrap()).unwrap();
+    let load = |server: &str| {
+        let uri = format!(
+            "/api/v1/servers/{server}/load?at={}",
+            Timestamp::from_millis(target).unwrap().to_rfc3339()
+        );
+        read(client.get(uri).dispatch()).1.unwrap()
+    };
+    let post = |server: &str, body: serde_json::Value| {
+        let response = client
+            .post(format!("/api/v1/servers/{server}/samples"))
+            .body(body.to_string())
+            .dispatch();
+        assert_eq!(response.status(), Status::NoContent);
+    };
+    let before = load("s-599");
+    assert_eq!(before["by_minute"][58]["cpu"], 99.0);
+    // Each request's transaction seals at most 250 servers, so a request
+    // never waits for all of them; the one that seals the last sets every
+    // server's seal.
+    let steps = [
+        // Creates `live`, sealed where the others were.
+        ("live", json!({"cpu": 1.0, "ram": 1.0}), 250),
+        // A late sample of the ended minute for `early`, which the walk
+        // passed while it had none: it must be rolled up all the same.
+        (
+            "early",
+            json!({"cpu": 3.0, "ram": 1.0, "time": Timestamp::from_millis(ended + 5_000).unwrap().to_rfc3339()}),
+            500,
+        ),
+        ("live", json!({"cpu": 1.0, "ram": 1.0}), 602),
+    ];
+    for (server, body, sealed) in steps {
+        post(server, body);
+        if Timestamp::now().floor(MINUTE_MS).millis() != target {
+            return; // A minute ended meanwhile: the counts would shift.
+        }
+        assert_eq!(servers_by_seal(&db_path, target).0, sealed);
+        assert_rollups_match_samples(&db_path);
+        assert_eq!(load("s-599"), before);
+    }
+    assert_eq!(servers_by_seal(&db_path, target), (602, 0));
+    assert_eq!(
+        count(&db_path, "SELECT sum(samples) FROM minute_rollups"),
+        601
+    );
+    assert_eq!(load("early")["by_minute"][58]["cpu"], 3.0);
 }
