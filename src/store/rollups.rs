@@ -247,14 +247,7 @@ impl Unsealed {
         }
         for (server_id, seal) in change.sealed {
             // Its sums below the new seal went to the rollups.
-            let below: Vec<(i64, i64)> = self
-                .sums
-                .range((server_id, i64::MIN)..(server_id, seal))
-                .map(|(key, _)| *key)
-                .collect();
-            for key in below {
-                self.sums.remove(&key);
-            }
+            take_below(&mut self.sums, server_id, seal);
             self.ahead.insert(server_id, seal);
         }
         if let Some(floor) = change.floor {
@@ -398,18 +391,26 @@ fn seal_server(
             delta.add_minute(server_id, *minute, sums);
         }
     }
-    let added: Vec<(i64, i64)> = change
-        .added
-        .range((server_id, i64::MIN)..(server_id, target))
-        .map(|(key, _)| *key)
-        .collect();
-    for key in added {
-        if let Some(sums) = change.added.remove(&key) {
-            delta.add_minute(server_id, key.1, &sums);
-        }
+    for (minute, sums) in take_below(&mut change.added, server_id, target) {
+        delta.add_minute(server_id, minute, &sums);
     }
     tx.prepare_cached("UPDATE servers SET sealed_until = ?1 WHERE id = ?2")?
         .execute([target, server_id])?;
     change.sealed.insert(server_id, target);
     Ok(())
+}
+
+/// Takes the sums of `server_id` before `until` out of `sums`, by minute.
+fn take_below(
+    sums: &mut BTreeMap<(i64, i64), Sums>,
+    server_id: i64,
+    until: i64,
+) -> Vec<(i64, Sums)> {
+    let keys: Vec<(i64, i64)> = sums
+        .range((server_id, i64::MIN)..(server_id, until))
+        .map(|(key, _)| *key)
+        .collect();
+    keys.into_iter()
+        .filter_map(|key| sums.remove(&key).map(|taken| (key.1, taken)))
+        .collect()
 }
