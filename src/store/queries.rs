@@ -69,15 +69,18 @@ fn buckets(
 ) -> Result<Vec<Bucket>, StoreError> {
     let (start, end) = (window.start.millis(), window.end.millis());
     let end_minute = window.end.floor(MINUTE_MS).millis();
-    let rolled_up = sealed_until.min(end_minute);
+    // Rollup rows are whole buckets' worth, up to the seal, when they hold
+    // no sample after the end: always when the seal is not past the end's
+    // minute (a query up to now), else when no sample lies between the end
+    // and the seal. Then every row below the seal counts as it is (the row
+    // of the hour holding the seal or the end standing in for up to 59
+    // minute rows), and only samples from the seal to the end are read raw.
+    // Otherwise rows are used up to the end's minute only, and the hour
+    // holding it is summed from its minute rows.
+    let exact = sealed_until <= end_minute
+        || !has_samples(conn, server_id, end.saturating_add(1), sealed_until)?;
+    let rolled_up = if exact { sealed_until } else { end_minute };
     let whole_hours_end = rolled_up - rolled_up.rem_euclid(HOUR_MS);
-    // The rollups hold exactly the samples before `rolled_up` when the seal
-    // is not past the end's minute (a query up to now), or when no sample
-    // lies between that minute and the seal. Then the row of the hour that
-    // holds `rolled_up` covers that hour up to it, and stands in for its
-    // minute rows (up to 59 of them).
-    let exact =
-        rolled_up == sealed_until || !has_samples(conn, server_id, rolled_up, sealed_until)?;
     let (hour_rows_end, minutes_from) = if window.width_ms % HOUR_MS != 0 {
         (start, start)
     } else if exact {

@@ -285,17 +285,35 @@ fn the_hour_of_at_is_exact_whether_or_not_later_samples_are_rolled_up() {
         20.0,
         40.0,
     );
+    // In the minute of `at`, before it.
+    post_at(
+        &app,
+        "web-1",
+        at(base, 30 * MINUTE_MS + 10 * SECOND_MS),
+        30.0,
+        50.0,
+    );
     let at_time = at(base, 30 * MINUTE_MS + 30 * SECOND_MS);
-    // Nothing between the minute of `at` and the seal: the hour's rollup
-    // row is read in place of its minute rows.
+    // Nothing after `at` is rolled up: the rollup rows of its hour and its
+    // minute are read as they are.
     let report = app.load("web-1", at_time);
-    assert_eq!(filled(&report["by_hour"]), vec![(23, 15.0, 35.0, 2)]);
-    // A later sample of the same hour is in that row now; the answer for
+    assert_eq!(filled(&report["by_hour"]), vec![(23, 20.0, 40.0, 3)]);
+    assert_eq!(filled(&report["by_minute"])[2], (59, 30.0, 50.0, 1));
+    // A later sample of the same hour is in those rows now; the answer for
     // the same `at` must not change.
     post_at(&app, "web-1", at(base, 45 * MINUTE_MS), 90.0, 90.0);
     assert_eq!(app.load("web-1", at_time), report);
+    // Nor with one later in the same minute.
+    post_at(
+        &app,
+        "web-1",
+        at(base, 30 * MINUTE_MS + 50 * SECOND_MS),
+        70.0,
+        70.0,
+    );
+    assert_eq!(app.load("web-1", at_time), report);
     let report = app.load("web-1", at(base, 59 * MINUTE_MS));
-    assert_eq!(filled(&report["by_hour"]), vec![(23, 40.0, 160.0 / 3.0, 3)]);
+    assert_eq!(filled(&report["by_hour"]), vec![(23, 44.0, 56.0, 5)]);
 }
 
 #[test]
