@@ -27,14 +27,8 @@ pub const MAX_SEGMENT_SAMPLES: u64 = 1000;
 /// the oldest segment at the limit drops a small part of the backlog.
 const SEGMENT_SHARE: u64 = 16;
 
-/// One sample of one server, as spooled and sent.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub server: ServerName,
-    pub time: Timestamp,
-    pub cpu: f64,
-    pub ram: f64,
-}
+/// One sample of one server, as spooled and sent: the library's own.
+pub use sperform::model::Sample;
 
 /// A sample as JSON: one line of a segment, one entry of a batch request.
 #[derive(Serialize, Deserialize)]
@@ -45,39 +39,41 @@ struct Wire<'a> {
     time: String,
 }
 
-impl Sample {
-    fn to_wire(&self) -> Wire<'_> {
+impl<'a> Wire<'a> {
+    fn of(sample: &'a Sample) -> Wire<'a> {
         Wire {
-            server: self.server.as_str(),
-            cpu: self.cpu,
-            ram: self.ram,
-            time: self.time.to_rfc3339(),
+            server: sample.server.as_str(),
+            cpu: sample.cpu,
+            ram: sample.ram,
+            time: sample.time.to_rfc3339(),
         }
     }
+}
 
-    fn to_line(&self) -> Vec<u8> {
-        // Serializing plain strings and finite numbers cannot fail.
-        let mut line = serde_json::to_vec(&self.to_wire()).unwrap_or_default();
-        line.push(b'\n');
-        line
-    }
+/// A sample as one line of a segment.
+fn to_line(sample: &Sample) -> Vec<u8> {
+    // Serializing plain strings and finite numbers cannot fail.
+    let mut line = serde_json::to_vec(&Wire::of(sample)).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
 
-    fn from_line(line: &[u8]) -> Option<Sample> {
-        let wire: Wire<'_> = serde_json::from_slice(line).ok()?;
-        let cpu = sperform::model::parse_percent("cpu", wire.cpu).ok()?;
-        let ram = sperform::model::parse_percent("ram", wire.ram).ok()?;
-        Some(Sample {
-            server: ServerName::parse(wire.server).ok()?,
-            time: Timestamp::parse_rfc3339(&wire.time).ok()?,
-            cpu,
-            ram,
-        })
-    }
+/// A segment's line back as a sample; `None` if it is not a valid one.
+fn from_line(line: &[u8]) -> Option<Sample> {
+    let wire: Wire<'_> = serde_json::from_slice(line).ok()?;
+    let cpu = sperform::model::parse_percent("cpu", wire.cpu).ok()?;
+    let ram = sperform::model::parse_percent("ram", wire.ram).ok()?;
+    Some(Sample {
+        server: ServerName::parse(wire.server).ok()?,
+        time: Timestamp::parse_rfc3339(&wire.time).ok()?,
+        cpu,
+        ram,
+    })
 }
 
 /// The body of `POST /api/v1/samples` for `samples`.
 pub fn batch_body(samples: &[Sample]) -> Vec<u8> {
-    let wire: Vec<Wire<'_>> = samples.iter().map(Sample::to_wire).collect();
+    let wire: Vec<Wire<'_>> = samples.iter().map(Wire::of).collect();
     serde_json::to_vec(&wire).unwrap_or_default()
 }
 
@@ -276,7 +272,7 @@ impl Spool {
     /// limit, the oldest segments are dropped first; returns how many
     /// samples that dropped.
     pub fn append(&mut self, sample: &Sample) -> io::Result<u64> {
-        let line = sample.to_line();
+        let line = to_line(sample);
         let len = line.len() as u64;
         if let (Some(_), Some(newest)) = (&self.open, self.segments.back())
             && (newest.samples >= MAX_SEGMENT_SAMPLES
@@ -392,7 +388,7 @@ impl Spool {
     fn rewrite(&mut self, index: usize, samples: &[Sample]) -> io::Result<()> {
         let seq = self.segments[index].seq;
         let tmp = self.dir.join(format!("{seq:020}.tmp"));
-        let content: Vec<u8> = samples.iter().flat_map(Sample::to_line).collect();
+        let content: Vec<u8> = samples.iter().flat_map(to_line).collect();
         {
             let mut file = File::create(&tmp)?;
             file.write_all(&content)?;
@@ -478,7 +474,7 @@ fn parse_segment(data: &[u8]) -> (Vec<Sample>, u64) {
         if line.is_empty() {
             continue;
         }
-        match Sample::from_line(line) {
+        match from_line(line) {
             Some(sample) => samples.push(sample),
             None => unreadable += 1,
         }
@@ -522,12 +518,12 @@ mod tests {
 
     #[test]
     fn a_line_is_the_json_object_the_batch_endpoint_takes() {
-        let line = sample(0).to_line();
+        let line = to_line(&sample(0));
         assert_eq!(
             String::from_utf8(line.clone()).unwrap(),
             "{\"server\":\"web-1\",\"cpu\":10.25,\"ram\":40.5,\"time\":\"2025-11-27T19:58:03Z\"}\n"
         );
-        assert_eq!(Sample::from_line(&line[..line.len() - 1]), Some(sample(0)));
+        assert_eq!(from_line(&line[..line.len() - 1]), Some(sample(0)));
         assert_eq!(
             String::from_utf8(batch_body(&[sample(0), sample(1)])).unwrap(),
             "[{\"server\":\"web-1\",\"cpu\":10.25,\"ram\":40.5,\"time\":\"2025-11-27T19:58:03Z\"},\
@@ -664,7 +660,7 @@ mod tests {
     #[test]
     fn a_full_spool_drops_the_oldest_samples_and_says_how_many() {
         let dir = tempfile::tempdir().unwrap();
-        let line = sample(0).to_line().len() as u64;
+        let line = to_line(&sample(0)).len() as u64;
         // Room for 64 lines; a segment holds at most 4 of them.
         let max = 64 * line;
         let (mut spool, _) = Spool::open(dir.path(), max).unwrap();
@@ -692,7 +688,7 @@ mod tests {
     #[test]
     fn the_batch_in_flight_is_never_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let line = sample(0).to_line().len() as u64;
+        let line = to_line(&sample(0)).len() as u64;
         let (mut spool, _) = Spool::open(dir.path(), 32 * line).unwrap();
         spool.append(&sample(0)).unwrap();
         let batch = spool.take_batch().unwrap().unwrap();
@@ -709,7 +705,7 @@ mod tests {
     #[test]
     fn a_lower_limit_at_start_drops_the_oldest_samples() {
         let dir = tempfile::tempdir().unwrap();
-        let line = sample(0).to_line().len() as u64;
+        let line = to_line(&sample(0)).len() as u64;
         {
             let (mut spool, _) = Spool::open(dir.path(), 64 * MIB).unwrap();
             spool.sync = false;
