@@ -21,7 +21,7 @@ use crate::store::StoreConfig;
 pub struct Settings {
     /// Path of the SQLite database file, created on first start.
     pub database: PathBuf,
-    /// Number of read connections in the pool.
+    /// Number of read connections in the pool, each with a reader thread.
     pub read_pool_size: u32,
     /// How far back a sample's time may lie.
     #[serde(deserialize_with = "duration_from_text")]
@@ -164,7 +164,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             database: PathBuf::from("sperform.db"),
-            read_pool_size: 4,
+            read_pool_size: default_read_pool_size(),
             retention: Duration::from_secs(7 * 24 * 3600),
             retention_interval: Duration::from_secs(60),
             write_queue: 100_000,
@@ -173,6 +173,15 @@ impl Default for Settings {
             read_token: None,
         }
     }
+}
+
+/// One reader per CPU core: reads are short and CPU-bound, and more reader
+/// threads than cores only take turns on them, which lengthens the slowest
+/// answers. At least two, so one long range read does not hold up the rest.
+fn default_read_pool_size() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(2, |cores| u32::try_from(cores.get()).unwrap_or(256))
+        .clamp(2, 256)
 }
 
 /// A setting that was present but unusable; the message names the key.
@@ -326,7 +335,7 @@ Keys: address, port, log_level (off|critical|normal|debug), workers,
 shutdown.grace and shutdown.mercy (seconds; ROCKET_SHUTDOWN='{grace=5}'),
 limits and tls as Rocket documents them; and sperform's own:
   database            SQLite file, created on first start [sperform.db]
-  read_pool_size      read connections, 1 to 256 [4]
+  read_pool_size      read connections and threads, 1 to 256 [CPU cores, >= 2]
   retention           how long samples are kept, at least 24h [7d]
   retention_interval  how often expired samples are deleted [1m]
   write_queue         samples waiting for the writer before 503 [100000]

@@ -4,6 +4,7 @@
 mod background;
 mod checkpoint;
 mod queries;
+mod reads;
 mod retention;
 mod rollups;
 mod schema;
@@ -25,6 +26,7 @@ use crate::model::{
     Bucket, BucketWindow, LoadReport, Sample, ServerName, ServerSummary, Timestamp,
 };
 use background::Background;
+use reads::Readers;
 pub use retention::{BATCH_SAMPLES as RETENTION_BATCH_SAMPLES, RetentionReport};
 use writer::Writer;
 
@@ -128,8 +130,7 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
-    readers: r2d2::Pool<SqliteConnectionManager>,
-    reads: tokio::sync::Semaphore,
+    readers: Readers,
     writer: Arc<Writer>,
     checkpointer: Background,
     retention: Background,
@@ -146,11 +147,12 @@ impl Store {
             log::info!("applied migration {name} to {}", config.path.display());
         }
         let manager = SqliteConnectionManager::file(&config.path).with_init(schema::init_reader);
-        let readers = r2d2::Pool::builder()
+        let pool = r2d2::Pool::builder()
             .max_size(config.read_pool_size)
             .min_idle(Some(1))
             .connection_timeout(POOL_WAIT)
             .build(manager)?;
+        let readers = Readers::spawn(&pool, config.read_pool_size)?;
         let rewind_wanted = Arc::new(AtomicBool::new(false));
         let checkpointer = checkpoint::spawn(&config.path, Arc::clone(&rewind_wanted))?;
         let writer = Arc::new(Writer::spawn(conn, config.write_queue, rewind_wanted)?);
@@ -163,7 +165,6 @@ impl Store {
             inner: Arc::new(Inner {
                 path: config.path.clone(),
                 readers,
-                reads: tokio::sync::Semaphore::new(config.read_pool_size as usize),
                 writer,
                 checkpointer,
                 retention,
@@ -256,27 +257,15 @@ impl Store {
             .map_err(|err| StoreError::Task(err.to_string()))
     }
 
-    /// Runs `work` with a pooled read connection on a blocking thread, never
-    /// on the async executor. At most `read_pool_size` run at once; the rest
-    /// wait here as futures, not as threads parked on the pool.
+    /// Runs `work` with a pooled read connection on one of the
+    /// `read_pool_size` reader threads, never on the async executor; the
+    /// reads beyond those wait their turn here as futures.
     async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let _permit = self
-            .inner
-            .reads
-            .acquire()
-            .await
-            .map_err(|err| StoreError::Task(err.to_string()))?;
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = store.inner.readers.get()?;
-            work(&mut conn)
-        })
-        .await
-        .map_err(|err| StoreError::Task(err.to_string()))?
+        self.inner.readers.run(work).await
     }
 
     /// Samples accepted but not yet committed.
