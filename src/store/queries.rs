@@ -21,8 +21,11 @@ pub fn load(
     let Some((server_id, sealed_until)) = find_server(&tx, server)? else {
         return Ok(None);
     };
-    let by_minute = buckets(&tx, server_id, BucketWindow::minutes_to(at), sealed_until)?;
-    let by_hour = buckets(&tx, server_id, BucketWindow::hours_to(at), sealed_until)?;
+    // Both views end at `at`: one look at the rollups serves them.
+    let (minutes, hours) = (BucketWindow::minutes_to(at), BucketWindow::hours_to(at));
+    let rolled_up = RolledUp::to(&tx, server_id, minutes.end, sealed_until)?;
+    let by_minute = buckets(&tx, server_id, minutes, rolled_up)?;
+    let by_hour = buckets(&tx, server_id, hours, rolled_up)?;
     tx.finish()?;
     Ok(Some(LoadReport {
         server: server.clone(),
@@ -43,7 +46,8 @@ pub fn range(
     let Some((server_id, sealed_until)) = find_server(&tx, server)? else {
         return Ok(None);
     };
-    let buckets = buckets(&tx, server_id, window, sealed_until)?;
+    let rolled_up = RolledUp::to(&tx, server_id, window.end, sealed_until)?;
+    let buckets = buckets(&tx, server_id, window, rolled_up)?;
     tx.finish()?;
     Ok(Some(buckets))
 }
@@ -56,6 +60,43 @@ fn find_server(conn: &Connection, server: &ServerName) -> Result<Option<(i64, i6
         .optional()?)
 }
 
+/// How far the rollup rows count, for windows ending at `end`. Rollup
+/// rows are whole buckets' worth, up to the seal, when they hold no sample
+/// after the end: always when the seal is not past the end's minute (a
+/// query up to now), else when no sample lies between the end and the
+/// seal. Then every row below the seal counts as it is (the row of the hour
+/// holding the seal or the end standing in for up to 59 minute rows), and
+/// only samples from the seal to the end are read raw. Otherwise rows are
+/// used up to the end's minute only, and the hour holding it is summed from
+/// its minute rows.
+#[derive(Debug, Clone, Copy)]
+struct RolledUp {
+    until: i64,
+    exact: bool,
+}
+
+impl RolledUp {
+    fn to(
+        conn: &Connection,
+        server_id: i64,
+        end: Timestamp,
+        sealed_until: i64,
+    ) -> Result<RolledUp, StoreError> {
+        let end_minute = end.floor(MINUTE_MS).millis();
+        let exact = sealed_until <= end_minute
+            || !has_samples(
+                conn,
+                server_id,
+                end.millis().saturating_add(1),
+                sealed_until,
+            )?;
+        Ok(RolledUp {
+            until: if exact { sealed_until } else { end_minute },
+            exact,
+        })
+    }
+}
+
 /// Every bucket of `window` (whose width is a whole number of minutes),
 /// counting the samples at or before `window.end`. Below `rolled_up` the
 /// rollups are complete and hold no sample after the end: whole hours come
@@ -65,21 +106,12 @@ fn buckets(
     conn: &Connection,
     server_id: i64,
     window: BucketWindow,
-    sealed_until: i64,
+    RolledUp {
+        until: rolled_up,
+        exact,
+    }: RolledUp,
 ) -> Result<Vec<Bucket>, StoreError> {
     let (start, end) = (window.start.millis(), window.end.millis());
-    let end_minute = window.end.floor(MINUTE_MS).millis();
-    // Rollup rows are whole buckets' worth, up to the seal, when they hold
-    // no sample after the end: always when the seal is not past the end's
-    // minute (a query up to now), else when no sample lies between the end
-    // and the seal. Then every row below the seal counts as it is (the row
-    // of the hour holding the seal or the end standing in for up to 59
-    // minute rows), and only samples from the seal to the end are read raw.
-    // Otherwise rows are used up to the end's minute only, and the hour
-    // holding it is summed from its minute rows.
-    let exact = sealed_until <= end_minute
-        || !has_samples(conn, server_id, end.saturating_add(1), sealed_until)?;
-    let rolled_up = if exact { sealed_until } else { end_minute };
     let whole_hours_end = rolled_up - rolled_up.rem_euclid(HOUR_MS);
     let (hour_rows_end, minutes_from) = if window.width_ms % HOUR_MS != 0 {
         (start, start)
