@@ -6,7 +6,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use rusqlite_migration::{M, MigrationDefinitionError, Migrations};
 
-use super::StoreError;
+use super::{StoreError, checkpoint};
 
 /// The migrations in `migrations/`, in order. Version N of the schema is the
 /// database after the first N of them; it is kept in `PRAGMA user_version`.
@@ -71,9 +71,9 @@ pub fn open_writer(path: &Path, synchronous_full: bool) -> Result<Connection, St
     // Checkpoints run on their own thread (see checkpoint.rs), not in the
     // middle of some request's commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    // Once rewound, a WAL grown long under load is cut back to 16 MiB, so
-    // it does not keep its peak size on disk.
-    conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
+    // Once rewound, a WAL grown longer than usual (a reader held it up) is
+    // cut back, so it does not keep that size on disk.
+    conn.pragma_update(None, "journal_size_limit", checkpoint::WAL_KEEP_BYTES)?;
     // Keep the hot pages of the tables being appended to in memory.
     conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     Ok(conn)
