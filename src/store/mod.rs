@@ -152,7 +152,7 @@ impl Store {
             .min_idle(Some(1))
             .connection_timeout(POOL_WAIT)
             .build(manager)?;
-        let readers = Readers::spawn(&pool, config.read_pool_size)?;
+        let readers = Readers::spawn(&pool)?;
         let rewind_wanted = Arc::new(AtomicBool::new(false));
         let checkpointer = checkpoint::spawn(&config.path, Arc::clone(&rewind_wanted))?;
         let writer = Arc::new(Writer::spawn(conn, config.write_queue, rewind_wanted)?);

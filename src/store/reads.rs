@@ -24,11 +24,11 @@ pub struct Readers {
 }
 
 impl Readers {
-    /// Starts `threads` readers, as many as `pool` has connections, so a
-    /// reader never waits for one.
-    pub fn spawn(pool: &Pool, threads: u32) -> Result<Readers, StoreError> {
+    /// Starts as many readers as `pool` has connections, so a reader never
+    /// waits for one.
+    pub fn spawn(pool: &Pool) -> Result<Readers, StoreError> {
         let (queue, jobs) = crossbeam_channel::unbounded::<Job>();
-        for index in 0..threads {
+        for index in 0..pool.max_size() {
             let jobs = jobs.clone();
             let pool = pool.clone();
             std::thread::Builder::new()
@@ -91,7 +91,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_returns_what_its_query_returns() {
-        let readers = Readers::spawn(&pool(2), 2).expect("readers");
+        let readers = Readers::spawn(&pool(2)).expect("readers");
         let answer = readers
             .run(|conn| Ok(conn.query_row("SELECT 6 * 7", [], |row| row.get::<_, i64>(0))?))
             .await;
@@ -112,7 +112,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_read_fails_alone_and_the_thread_goes_on() {
-        let readers = Readers::spawn(&pool(1), 1).expect("readers");
+        let readers = Readers::spawn(&pool(1)).expect("readers");
         let panicked = readers
             .run(|_| -> Result<(), StoreError> { panic!("a read that panics") })
             .await;
@@ -129,7 +129,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn no_more_reads_run_at_once_than_there_are_threads() {
-        let readers = Arc::new(Readers::spawn(&pool(2), 2).expect("readers"));
+        let readers = Arc::new(Readers::spawn(&pool(2)).expect("readers"));
         let running = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
         let mut reads = Vec::new();
