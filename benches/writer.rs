@@ -51,7 +51,7 @@ async fn measure(mode: &str, dir: &std::path::Path) -> BenchResult<()> {
         synchronous_full: false,
         retention_ms: 7 * DAY_MS,
         retention_interval: Duration::from_secs(3600),
-    })?;
+    }, sperform::clock::Clock::System)?;
     let names: Vec<ServerName> = (0..10_000)
         .map(|i| ServerName::parse(&format!("srv-{i:05}")))
         .collect::<Result<_, _>>()?;
