@@ -479,7 +479,10 @@ mod tests {
             "  write_queue         samples waiting for the writer before 503 [100000]",
             "  synchronous         normal (survives a crash) or full (power loss) [normal]",
         ] {
-            assert!(help.lines().any(|text| text == line), "{line:?} missing:\n{help}");
+            assert!(
+                help.lines().any(|text| text == line),
+                "{line:?} missing:\n{help}"
+            );
         }
     }
 

@@ -324,8 +324,7 @@ fn commit_group(state: &mut State, mut group: Vec<Job>) -> Vec<(Job, Option<Stor
             group
                 .into_iter()
                 .map(|mut job| {
-                    let failure =
-                        apply_in_transaction(state, std::slice::from_mut(&mut job)).err();
+                    let failure = apply_in_transaction(state, std::slice::from_mut(&mut job)).err();
                     if failure.is_some() {
                         state.server_ids.clear();
                     }
@@ -424,8 +423,7 @@ fn run_transaction(state: &mut State, jobs: &mut [Job]) -> Result<(), StoreError
             }
             Job::Retain { cutoff, batch, .. } => {
                 delta.flush(&tx)?;
-                let (deleted_batch, deleted) =
-                    retention::delete_batch(&tx, &mut cursor, *cutoff)?;
+                let (deleted_batch, deleted) = retention::delete_batch(&tx, &mut cursor, *cutoff)?;
                 for (server_id, _) in &deleted {
                     change.forget_server(*server_id);
                 }

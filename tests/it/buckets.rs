@@ -209,7 +209,10 @@ fn without_at_the_last_buckets_hold_now() {
     app.clock.advance(next_minute).unwrap();
     let (_, body) = app.get("/api/v1/servers/web-1/load");
     let report = body.unwrap();
-    assert_eq!(report["at"], at(now.floor(MINUTE_MS), MINUTE_MS).to_rfc3339());
+    assert_eq!(
+        report["at"],
+        at(now.floor(MINUTE_MS), MINUTE_MS).to_rfc3339()
+    );
     assert_eq!(filled(&report["by_minute"]), vec![(58, 12.5, 40.0, 1)]);
 }
 

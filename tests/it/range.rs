@@ -173,7 +173,10 @@ fn one_minute_steps_match_the_load_view_on_both_sides_of_the_seal() {
     check(&app);
     let unsealed = count(
         &app.db_path,
-        &format!("SELECT count(*) FROM samples WHERE time >= {}", now.floor(MINUTE_MS).millis()),
+        &format!(
+            "SELECT count(*) FROM samples WHERE time >= {}",
+            now.floor(MINUTE_MS).millis()
+        ),
     );
     assert_eq!(unsealed, 1);
     let store = app.store();

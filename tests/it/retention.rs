@@ -157,10 +157,7 @@ fn an_hour_goes_exactly_when_it_expires_and_not_a_millisecond_before() {
     }
     let ten = time("2026-11-27T10:00:00Z").millis();
     let eleven = time("2026-11-27T11:00:00Z").millis();
-    let everything = (
-        vec![(ten, 2), (eleven, 1)],
-        vec![ten, eleven - 1, eleven],
-    );
+    let everything = (vec![(ten, 2), (eleven, 1)], vec![ten, eleven - 1, eleven]);
     assert_eq!(stored(&app), everything);
 
     // The hour 10:00 expires a week (the default retention) after it ended.
@@ -185,13 +182,10 @@ fn an_hour_goes_exactly_when_it_expires_and_not_a_millisecond_before() {
 fn the_background_task_deletes_by_the_daemons_clock() {
     // Past the hour of the sample, so that hour is sealed whole.
     let clock = ManualClock::new(time("2026-11-27T11:01:00Z"));
-    let app = TestApp::with_clock(clock, |figment| {
-        figment.merge(("retention_interval", "1s"))
-    });
+    let app = TestApp::with_clock(clock, |figment| figment.merge(("retention_interval", "1s")));
     let body = json!({"cpu": 10, "ram": 50, "time": "2026-11-27T10:15:00Z"});
     assert_eq!(app.post_sample("web-1", body).0, Status::NoContent);
-    app.clock
-        .set(at(time("2026-11-27T11:00:00Z"), WEEK_MS));
+    app.clock.set(at(time("2026-11-27T11:00:00Z"), WEEK_MS));
     // The task runs every second; allow a slow machine five.
     let started = Instant::now();
     while app.stored_servers() > 0 {

@@ -208,10 +208,7 @@ pub struct Tool {
 /// test; elsewhere the test prints one `skipped: ...` line, past the
 /// test harness's capture so it shows in every run, and should return.
 pub fn required_tool(tool: &Tool) -> Option<PathBuf> {
-    let named = tool
-        .variable
-        .and_then(std::env::var_os)
-        .map(PathBuf::from);
+    let named = tool.variable.and_then(std::env::var_os).map(PathBuf::from);
     if let Some(path) = named.or_else(|| tool.commands.iter().find_map(|name| in_path(name))) {
         return Some(path);
     }
