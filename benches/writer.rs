@@ -44,14 +44,17 @@ async fn run(mode: &str) -> BenchResult<()> {
 }
 
 async fn measure(mode: &str, dir: &std::path::Path) -> BenchResult<()> {
-    let store = Store::open(&StoreConfig {
-        path: dir.join("bench.db"),
-        read_pool_size: 2,
-        write_queue: 1_000_000,
-        synchronous_full: false,
-        retention_ms: 7 * DAY_MS,
-        retention_interval: Duration::from_secs(3600),
-    })?;
+    let store = Store::open(
+        &StoreConfig {
+            path: dir.join("bench.db"),
+            read_pool_size: 2,
+            write_queue: 1_000_000,
+            synchronous_full: false,
+            retention_ms: 7 * DAY_MS,
+            retention_interval: Duration::from_secs(3600),
+        },
+        sperform::clock::Clock::System,
+    )?;
     let names: Vec<ServerName> = (0..10_000)
         .map(|i| ServerName::parse(&format!("srv-{i:05}")))
         .collect::<Result<_, _>>()?;

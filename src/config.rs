@@ -2,6 +2,7 @@
 //! (`Rocket.toml` profiles, then `ROCKET_*` environment variables).
 
 use std::fmt::{self, Write as _};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,6 +14,36 @@ use subtle::ConstantTimeEq;
 
 use crate::model::MAX_BATCH_LEN;
 use crate::store::StoreConfig;
+
+/// The defaults of every setting sperform adds to Rocket's, and the two of
+/// Rocket's it changes, written here only: `Settings::default`, the
+/// figment's defaults, `--help` and the messages about bad values are made
+/// from them, and a test checks the examples in the `Rocket.toml` files.
+pub mod defaults {
+    use std::time::Duration;
+
+    use super::Synchronous;
+
+    /// sperform listens on the loopback interface unless told otherwise.
+    pub const ADDRESS: &str = "127.0.0.1";
+    pub const PORT: u16 = 8080;
+    pub const DATABASE: &str = "sperform.db";
+    pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+    pub const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+    pub const WRITE_QUEUE: usize = 100_000;
+    pub const SYNCHRONOUS: Synchronous = Synchronous::Normal;
+    /// The fewest readers the default (one per core) gives.
+    pub const MIN_DEFAULT_READ_POOL_SIZE: u32 = 2;
+}
+
+/// Fewest and most read connections (and reader threads).
+pub const READ_POOL_SIZES: RangeInclusive<u32> = 1..=256;
+/// The shortest retention: the load view looks back 24 hours, and a
+/// shorter retention would refuse samples that view is meant to show.
+pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How often retention may run, at most and at least.
+pub const RETENTION_INTERVALS: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
 
 /// Settings of sperform itself; Rocket's keys (`port`, `address`, ...) sit
 /// beside them in the same figment and are read by Rocket.
@@ -72,13 +103,15 @@ impl Token {
         bool::from(same_length & same_bytes)
     }
 
-    fn check(&self) -> Result<(), &'static str> {
+    fn check(&self) -> Result<(), String> {
         let length = self.0.chars().count();
         if !(MIN_TOKEN_LEN..=MAX_TOKEN_LEN).contains(&length) {
-            return Err("must be 16 to 1024 characters long");
+            return Err(format!(
+                "must be {MIN_TOKEN_LEN} to {MAX_TOKEN_LEN} characters long"
+            ));
         }
         if !self.0.bytes().all(|byte| byte.is_ascii_graphic()) {
-            return Err("may only hold visible ASCII characters (no spaces)");
+            return Err("may only hold visible ASCII characters (no spaces)".to_owned());
         }
         Ok(())
     }
@@ -163,12 +196,12 @@ impl fmt::Display for Synchronous {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            database: PathBuf::from("sperform.db"),
+            database: PathBuf::from(defaults::DATABASE),
             read_pool_size: default_read_pool_size(),
-            retention: Duration::from_secs(7 * 24 * 3600),
-            retention_interval: Duration::from_secs(60),
-            write_queue: 100_000,
-            synchronous: Synchronous::Normal,
+            retention: defaults::RETENTION,
+            retention_interval: defaults::RETENTION_INTERVAL,
+            write_queue: defaults::WRITE_QUEUE,
+            synchronous: defaults::SYNCHRONOUS,
             ingest_token: None,
             read_token: None,
         }
@@ -179,9 +212,12 @@ impl Default for Settings {
 /// threads than cores only take turns on them, which lengthens the slowest
 /// answers. At least two, so one long range read does not hold up the rest.
 fn default_read_pool_size() -> u32 {
+    let most = *READ_POOL_SIZES.end();
     std::thread::available_parallelism()
-        .map_or(2, |cores| u32::try_from(cores.get()).unwrap_or(256))
-        .clamp(2, 256)
+        .map_or(defaults::MIN_DEFAULT_READ_POOL_SIZE, |cores| {
+            u32::try_from(cores.get()).unwrap_or(most)
+        })
+        .clamp(defaults::MIN_DEFAULT_READ_POOL_SIZE, most)
 }
 
 /// A setting that was present but unusable; the message names the key.
@@ -202,32 +238,33 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                message: message.to_owned(),
-            })
-        };
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
         if self.database.as_os_str().is_empty() {
-            return invalid("database", "must be a file path");
+            return invalid("database", "must be a file path".to_owned());
         }
-        if !(1..=256).contains(&self.read_pool_size) {
-            return invalid("read_pool_size", "must be from 1 to 256");
+        if !READ_POOL_SIZES.contains(&self.read_pool_size) {
+            let (least, most) = (READ_POOL_SIZES.start(), READ_POOL_SIZES.end());
+            return invalid("read_pool_size", format!("must be from {least} to {most}"));
         }
-        if self.retention < Duration::from_secs(24 * 3600) {
-            // The load view looks back 24 hours; a shorter retention would
-            // refuse samples that view is meant to show.
-            return invalid("retention", "must be at least 24 hours (\"24h\")");
+        if self.retention < MIN_RETENTION {
+            let hours = MIN_RETENTION.as_secs() / 3600;
+            return invalid(
+                "retention",
+                format!("must be at least {hours} hours (\"{hours}h\")"),
+            );
         }
-        if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600))
-            .contains(&self.retention_interval)
-        {
-            return invalid("retention_interval", "must be from 1s to 24h");
+        if !RETENTION_INTERVALS.contains(&self.retention_interval) {
+            let least = RETENTION_INTERVALS.start().as_secs();
+            let most = RETENTION_INTERVALS.end().as_secs() / 3600;
+            return invalid(
+                "retention_interval",
+                format!("must be from {least}s to {most}h"),
+            );
         }
         if self.write_queue < MAX_BATCH_LEN {
             return invalid(
                 "write_queue",
-                "must be at least 10000, so that one full batch fits",
+                format!("must be at least {MAX_BATCH_LEN}, so that one full batch fits"),
             );
         }
         for (key, token) in [
@@ -323,27 +360,43 @@ impl Effective {
 }
 
 /// Where the configuration comes from and what it holds, for `--help`.
-pub const CONFIG_HELP: &str = "\
+pub fn config_help() -> String {
+    let pool = (READ_POOL_SIZES.start(), READ_POOL_SIZES.end());
+    let least_default_pool = defaults::MIN_DEFAULT_READ_POOL_SIZE;
+    let least_retention = format!("{}h", MIN_RETENTION.as_secs() / 3600);
+    let retention = format!("{}d", defaults::RETENTION.as_secs() / (24 * 3600));
+    let interval = format!("{}m", defaults::RETENTION_INTERVAL.as_secs() / 60);
+    format!(
+        "\
 Configuration, later sources winning:
-  1. built-in defaults (127.0.0.1:8080, database sperform.db);
+  1. built-in defaults ({address}:{port}, database {database});
   2. Rocket.toml in the working directory, or the file ROCKET_CONFIG names,
      with [default], [debug] and [release] tables (ROCKET_PROFILE picks one;
      a release build uses release);
   3. ROCKET_<KEY> environment variables, e.g. ROCKET_PORT=9000.
 
 Keys: address, port, log_level (off|critical|normal|debug), workers,
-shutdown.grace and shutdown.mercy (seconds; ROCKET_SHUTDOWN='{grace=5}'),
+shutdown.grace and shutdown.mercy (seconds; ROCKET_SHUTDOWN='{{grace=5}}'),
 limits and tls as Rocket documents them; and sperform's own:
-  database            SQLite file, created on first start [sperform.db]
-  read_pool_size      read connections and threads, 1 to 256 [CPU cores, >= 2]
-  retention           how long samples are kept, at least 24h [7d]
-  retention_interval  how often expired samples are deleted [1m]
-  write_queue         samples waiting for the writer before 503 [100000]
-  synchronous         normal (survives a crash) or full (power loss) [normal]
+  database            SQLite file, created on first start [{database}]
+  read_pool_size      read connections and threads, {pool_least} to {pool_most} [CPU cores, >= {least_default_pool}]
+  retention           how long samples are kept, at least {least_retention} [{retention}]
+  retention_interval  how often expired samples are deleted [{interval}]
+  write_queue         samples waiting for the writer before 503 [{write_queue}]
+  synchronous         normal (survives a crash) or full (power loss) [{synchronous}]
   ingest_token        bearer token required for POST and DELETE [none]
   read_token          bearer token required to read data and /metrics [none]
 
-`sperform check-config` prints the settings in force without starting.";
+`sperform check-config` prints the settings in force without starting.",
+        address = defaults::ADDRESS,
+        port = defaults::PORT,
+        database = defaults::DATABASE,
+        pool_least = pool.0,
+        pool_most = pool.1,
+        write_queue = defaults::WRITE_QUEUE,
+        synchronous = defaults::SYNCHRONOUS,
+    )
+}
 
 /// Aligned `key  value` lines.
 fn describe_lines(lines: &[(&str, String)]) -> String {
@@ -365,17 +418,21 @@ struct DaemonDefaults {
 /// Rocket's usual configuration sources, with sperform's defaults beneath
 /// them: `Rocket.toml` (or the file `ROCKET_CONFIG` names), then `ROCKET_*`.
 pub fn figment() -> Figment {
-    Figment::from(rocket::Config::default())
-        .merge(Serialized::defaults(DaemonDefaults {
-            address: "127.0.0.1",
-            port: 8080,
-        }))
+    built_in_figment()
         .merge(Toml::file(Env::var_or("ROCKET_CONFIG", "Rocket.toml")).nested())
         .merge(Env::prefixed("ROCKET_").ignore(&["PROFILE"]).global())
         .select(Profile::from_env_or(
             "ROCKET_PROFILE",
             rocket::Config::DEFAULT_PROFILE,
         ))
+}
+
+/// Rocket's defaults with sperform's beneath every configuration source.
+fn built_in_figment() -> Figment {
+    Figment::from(rocket::Config::default()).merge(Serialized::defaults(DaemonDefaults {
+        address: defaults::ADDRESS,
+        port: defaults::PORT,
+    }))
 }
 
 fn duration_from_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -402,6 +459,111 @@ mod tests {
     #[test]
     fn defaults_apply_when_nothing_is_set() {
         assert_eq!(settings_from(&[]).unwrap(), Settings::default());
+        let rocket = rocket::Config::from(built_in_figment());
+        assert_eq!(rocket.address.to_string(), defaults::ADDRESS);
+        assert_eq!(rocket.port, defaults::PORT);
+    }
+
+    /// The `--help` text as it was written by hand before it was made from
+    /// the constants: the numbers in it must not have changed.
+    #[test]
+    fn help_states_the_defaults_and_limits() {
+        let help = config_help();
+        for line in [
+            "  1. built-in defaults (127.0.0.1:8080, database sperform.db);",
+            "shutdown.grace and shutdown.mercy (seconds; ROCKET_SHUTDOWN='{grace=5}'),",
+            "  database            SQLite file, created on first start [sperform.db]",
+            "  read_pool_size      read connections and threads, 1 to 256 [CPU cores, >= 2]",
+            "  retention           how long samples are kept, at least 24h [7d]",
+            "  retention_interval  how often expired samples are deleted [1m]",
+            "  write_queue         samples waiting for the writer before 503 [100000]",
+            "  synchronous         normal (survives a crash) or full (power loss) [normal]",
+        ] {
+            assert!(
+                help.lines().any(|text| text == line),
+                "{line:?} missing:\n{help}"
+            );
+        }
+    }
+
+    #[test]
+    fn limits_are_stated_in_the_messages_that_enforce_them() {
+        let message = |figment: Figment| Settings::from_figment(&figment).unwrap_err().to_string();
+        assert_eq!(
+            message(Figment::new().merge(("read_pool_size", 257))),
+            "configuration error: key `read_pool_size`: must be from 1 to 256"
+        );
+        assert_eq!(
+            message(Figment::new().merge(("retention", "23h"))),
+            "configuration error: key `retention`: must be at least 24 hours (\"24h\")"
+        );
+        assert_eq!(
+            message(Figment::new().merge(("retention_interval", "25h"))),
+            "configuration error: key `retention_interval`: must be from 1s to 24h"
+        );
+        assert_eq!(
+            message(Figment::new().merge(("write_queue", 9999))),
+            "configuration error: key `write_queue`: must be at least 10000, so that one full batch fits"
+        );
+        assert_eq!(
+            message(Figment::new().merge(("read_token", "short"))),
+            "configuration error: key `read_token`: must be 16 to 1024 characters long"
+        );
+        // Each bound itself is accepted.
+        for figment in [
+            Figment::new().merge(("read_pool_size", 256)),
+            Figment::new().merge(("retention", "24h")),
+            Figment::new().merge(("retention_interval", "1s")),
+            Figment::new().merge(("retention_interval", "24h")),
+            Figment::new().merge(("write_queue", 10_000)),
+        ] {
+            assert!(Settings::from_figment(&figment).is_ok(), "{figment:?}");
+        }
+    }
+
+    /// The `Rocket.toml` files show sperform's defaults as examples, some
+    /// commented out; each value shown as the default must be it. Only the
+    /// packaged file's `address` differs, on purpose.
+    #[test]
+    fn the_rocket_toml_examples_agree_with_the_defaults() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let expected = [
+            ("address", format!("{:?}", defaults::ADDRESS)),
+            ("port", defaults::PORT.to_string()),
+            ("database", format!("{:?}", defaults::DATABASE)),
+            ("retention", "\"7d\"".to_owned()),
+            ("retention_interval", "\"1m\"".to_owned()),
+            ("write_queue", defaults::WRITE_QUEUE.to_string()),
+            ("synchronous", format!("\"{}\"", defaults::SYNCHRONOUS)),
+        ];
+        let durations = [
+            ("retention", defaults::RETENTION),
+            ("retention_interval", defaults::RETENTION_INTERVAL),
+        ];
+        for (key, default) in durations {
+            let (_, shown) = expected.iter().find(|(name, _)| *name == key).unwrap();
+            let parsed = humantime::parse_duration(shown.trim_matches('"')).unwrap();
+            assert_eq!(parsed, default, "{key}");
+        }
+        for file in ["Rocket.toml", "packaging/Rocket.toml"] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let mut seen = 0;
+            for line in text.lines() {
+                let line = line.trim_start_matches('#').trim();
+                let Some((key, value)) = line.split_once(" = ") else {
+                    continue;
+                };
+                if file == "packaging/Rocket.toml" && key == "address" {
+                    assert_eq!(value, "\"0.0.0.0\"");
+                    continue;
+                }
+                if let Some((_, default)) = expected.iter().find(|(name, _)| *name == key) {
+                    assert_eq!(value, default, "{file}: {key}");
+                    seen += 1;
+                }
+            }
+            assert!(seen >= 5, "{file} shows only {seen} defaults");
+        }
     }
 
     #[test]

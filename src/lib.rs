@@ -3,6 +3,7 @@
 //! a configuration, so the binary, the tests and other tools share it.
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod lifecycle;
@@ -16,6 +17,7 @@ use rocket::figment::Figment;
 use rocket::{Build, Rocket};
 
 use api::HttpStats;
+use clock::Clock;
 use config::{ConfigError, Effective};
 use lifecycle::Drain;
 use store::{Store, StoreError};
@@ -30,8 +32,15 @@ pub enum StartupError {
 }
 
 /// Builds the daemon from `figment`: checks the configuration, opens (and
-/// if need be creates and migrates) the database, mounts the API.
+/// if need be creates and migrates) the database, mounts the API. It runs
+/// on the system clock.
 pub fn build(figment: Figment) -> Result<Rocket<Build>, StartupError> {
+    build_with_clock(figment, Clock::System)
+}
+
+/// `build`, on `clock`: the store's seal and retention and the routes'
+/// idea of now all read it, so tests can pin and move the time.
+pub fn build_with_clock(figment: Figment, clock: Clock) -> Result<Rocket<Build>, StartupError> {
     let Effective { settings, rocket } = Effective::from_figment(&figment)?;
     // Creating the Rocket installs its logger at level `normal` until
     // ignition applies `log_level`: like Rocket's own launch lines, the
@@ -41,7 +50,7 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, StartupError> {
     if rocket.log_level == LogLevel::Off {
         log::set_max_level(log::LevelFilter::Off);
     }
-    let store = Store::open(&settings.store_config())?;
+    let store = Store::open(&settings.store_config(), clock.clone())?;
     log::info!(
         "database {} open (schema version {}), synchronous {}, retention {} (checked every {}), \
          read pool {}, write queue {}, ingest token {}, read token {}",
@@ -60,6 +69,7 @@ pub fn build(figment: Figment) -> Result<Rocket<Build>, StartupError> {
     let drain = Drain::new(store.clone(), http_stats.clone(), grace);
     Ok(app
         .manage(store)
+        .manage(clock)
         .manage(settings)
         .manage(http_stats.clone())
         .manage(drain)

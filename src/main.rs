@@ -13,7 +13,7 @@ use sperform::lifecycle::Drain;
 /// the per-minute averages of the last hour and the per-hour averages of
 /// the last day. Without a command it runs the daemon.
 #[derive(Parser)]
-#[command(version, after_help = config::CONFIG_HELP)]
+#[command(version, after_help = config::config_help())]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -66,7 +66,7 @@ pub async fn overview(
 ) -> Result<Json<OverviewBody>, ApiError> {
     let at = match at {
         Some(text) => wire::parse_time_param("at", text)?,
-        None => Timestamp::now(),
+        None => store.now(),
     };
     let servers = store.overview(at).await?;
     Ok(Json(OverviewBody {

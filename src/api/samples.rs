@@ -12,7 +12,7 @@ use super::{
 use super::{read_body, wire};
 use crate::config::Settings;
 use crate::error::ApiError;
-use crate::model::{ServerName, TimePolicy, Timestamp};
+use crate::model::{ServerName, TimePolicy};
 use crate::store::Store;
 
 /// Largest body for one sample.
@@ -48,7 +48,7 @@ pub async fn post_sample(
 ) -> Result<NoContent, ApiError> {
     let server = ServerName::parse(name)?;
     let body = read_body(body, SAMPLE_BODY_LIMIT).await?;
-    let sample = wire::parse_sample(&body, server, &time_policy(settings))?;
+    let sample = wire::parse_sample(&body, server, &time_policy(store, settings))?;
     store.insert(vec![sample]).await?;
     Ok(NoContent)
 }
@@ -79,11 +79,11 @@ pub async fn post_batch(
     settings: &State<Settings>,
 ) -> Result<NoContent, ApiError> {
     let body = read_body(body, BATCH_BODY_LIMIT).await?;
-    let samples = wire::parse_batch(&body, &time_policy(settings))?;
+    let samples = wire::parse_batch(&body, &time_policy(store, settings))?;
     store.insert(samples).await?;
     Ok(NoContent)
 }
 
-fn time_policy(settings: &Settings) -> TimePolicy {
-    TimePolicy::new(Timestamp::now(), settings.retention_ms())
+fn time_policy(store: &Store, settings: &Settings) -> TimePolicy {
+    TimePolicy::new(store.now(), settings.retention_ms())
 }

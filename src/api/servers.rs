@@ -9,7 +9,7 @@ use super::openapi::ErrorBody;
 use super::wire::{self, JsonText, LoadBody, RangeBody, ServerBody};
 use crate::config::Settings;
 use crate::error::ApiError;
-use crate::model::{BucketWindow, ServerName, Step, TimePolicy, Timestamp};
+use crate::model::{BucketWindow, ServerName, Step, TimePolicy};
 use crate::store::Store;
 
 #[utoipa::path(
@@ -61,7 +61,7 @@ pub async fn load(
     let server = ServerName::parse(name)?;
     let at = match at {
         Some(text) => wire::parse_time_param("at", text)?,
-        None => Timestamp::now(),
+        None => store.now(),
     };
     let report = store.load(server.clone(), at).await?;
     let report = report.ok_or_else(|| unknown_server(&server))?;
@@ -105,7 +105,7 @@ pub async fn range(
     let to = wire::required_time_param("to", to)?;
     let step = step.ok_or_else(|| ApiError::unprocessable("query parameter `step` is missing"))?;
     let step = Step::parse(step)?;
-    let policy = TimePolicy::new(Timestamp::now(), settings.retention_ms());
+    let policy = TimePolicy::new(store.now(), settings.retention_ms());
     let window = BucketWindow::range(from, to, step, &policy)?;
     let buckets = store.range(server.clone(), window).await?;
     let buckets = buckets.ok_or_else(|| unknown_server(&server))?;

@@ -51,7 +51,7 @@ impl Background {
         let thread = std::thread::Builder::new()
             .name(format!("sperform-{name}"))
             .spawn(move || body(&thread_stop))
-            .map_err(|err| StoreError::Setup(format!("cannot start the {name} thread: {err}")))?;
+            .map_err(|source| StoreError::thread(format!("the {name} thread"), source))?;
         Ok(Background {
             name,
             stop,

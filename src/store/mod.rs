@@ -22,6 +22,7 @@ use rusqlite::ErrorCode;
 pub use schema::{MIGRATIONS, NEW_DATABASE_PAGE_SIZE};
 pub use stats::{COMMIT_SECONDS_BOUNDS, GROUP_SAMPLES_BOUNDS, HistogramSnapshot, StoreStats};
 
+use crate::clock::Clock;
 use crate::model::{
     Bucket, BucketWindow, LoadReport, Sample, ServerName, ServerSummary, Timestamp,
 };
@@ -54,27 +55,51 @@ pub struct StoreConfig {
     pub retention_interval: Duration,
 }
 
-/// Why a storage operation failed.
-#[derive(Debug, Clone, thiserror::Error)]
+/// Why a storage operation failed. Each variant keeps the error it comes
+/// from as its source; the messages reach the log and, for transient
+/// failures, clients.
+#[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the database {path}: {message}")]
-    Open { path: String, message: String },
+    #[error("cannot open the database {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database cannot be set up as sperform needs it.
     #[error("{0}")]
     Setup(String),
-    #[error("migration {0} failed")]
-    Migration(String),
+    #[error("cannot start {thread}: {source}")]
+    Thread {
+        /// Which thread, as a message names it ("the writer thread").
+        thread: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("migration {name}: {source} failed")]
+    Migration {
+        name: &'static str,
+        #[source]
+        source: rusqlite_migration::Error,
+    },
     #[error(
         "the database has schema version {found}, but this sperform knows only up to version {supported}: it was written by a newer sperform; run that version or use another database file"
     )]
     TooNew { found: usize, supported: usize },
-    #[error("database error: {message}")]
-    Sqlite { message: String, busy: bool },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("no database connection free: {0}")]
-    Pool(String),
+    Pool(#[from] r2d2::Error),
     #[error("the write queue is full")]
     QueueFull,
     #[error("the writer has stopped")]
     WriterStopped,
+    /// A blocking task ended without an answer (it panicked or was
+    /// cancelled).
+    #[error("a database task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// A read's thread is gone, or its read panicked (the panic is logged
+    /// where it happened).
     #[error("a database task failed: {0}")]
     Task(String),
 }
@@ -84,29 +109,21 @@ impl StoreError {
     /// opposed to a fault in the database itself.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Sqlite { busy, .. } => *busy,
+            StoreError::Sqlite(err) => matches!(
+                err.sqlite_error_code(),
+                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+            ),
             StoreError::Pool(_) | StoreError::QueueFull | StoreError::WriterStopped => true,
             _ => false,
         }
     }
-}
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(err: rusqlite::Error) -> Self {
-        let busy = matches!(
-            err.sqlite_error_code(),
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-        );
-        StoreError::Sqlite {
-            message: err.to_string(),
-            busy,
+    /// A thread could not be started.
+    fn thread(thread: impl Into<String>, source: std::io::Error) -> StoreError {
+        StoreError::Thread {
+            thread: thread.into(),
+            source,
         }
-    }
-}
-
-impl From<r2d2::Error> for StoreError {
-    fn from(err: r2d2::Error) -> Self {
-        StoreError::Pool(err.to_string())
     }
 }
 
@@ -136,11 +153,14 @@ struct Inner {
     retention: Background,
     retention_ms: i64,
     schema_version: usize,
+    clock: Clock,
 }
 
 impl Store {
     /// Opens the database, creating it and applying migrations as needed.
-    pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+    /// `clock` says when a minute has ended (for the seal) and which
+    /// samples have expired.
+    pub fn open(config: &StoreConfig, clock: Clock) -> Result<Store, StoreError> {
         let mut conn = schema::open_writer(&config.path, config.synchronous_full)?;
         let applied = schema::migrate(&mut conn)?;
         for name in &applied {
@@ -155,9 +175,16 @@ impl Store {
         let readers = Readers::spawn(&pool)?;
         let rewind_wanted = Arc::new(AtomicBool::new(false));
         let checkpointer = checkpoint::spawn(&config.path, Arc::clone(&rewind_wanted))?;
-        let writer = Arc::new(Writer::spawn(conn, config.write_queue, rewind_wanted)?);
+        let writer = Arc::new(Writer::spawn(
+            conn,
+            config.write_queue,
+            rewind_wanted,
+            clock.clone(),
+        )?);
+        let retention_writer = Arc::clone(&writer);
         let retention = retention::spawn(
-            Arc::clone(&writer),
+            move |cutoff| retention_writer.retain_batch_blocking(cutoff),
+            clock.clone(),
             config.retention_ms,
             config.retention_interval,
         )?;
@@ -170,12 +197,20 @@ impl Store {
                 retention,
                 retention_ms: config.retention_ms,
                 schema_version: MIGRATIONS.len(),
+                clock,
             }),
         })
     }
 
     pub fn schema_version(&self) -> usize {
         self.inner.schema_version
+    }
+
+    /// The time on the clock the store runs on, for what is measured
+    /// against the same time as the seal and retention (the default `at`,
+    /// the accepted window of sample times).
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
     }
 
     /// Stores all samples or none; resolves after the commit.
@@ -254,7 +289,7 @@ impl Store {
         let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
         tokio::task::spawn_blocking(move || (size(&path), size(&wal_path(&path))))
             .await
-            .map_err(|err| StoreError::Task(err.to_string()))
+            .map_err(StoreError::from)
     }
 
     /// Runs `work` with a pooled read connection on one of the

@@ -39,7 +39,7 @@ impl Readers {
                         job(&pool);
                     }
                 })
-                .map_err(|err| StoreError::Setup(format!("cannot start a reader thread: {err}")))?;
+                .map_err(|source| StoreError::thread("a reader thread", source))?;
         }
         Ok(Readers { queue })
     }
@@ -102,9 +102,16 @@ mod tests {
             )
             .await;
         match failed {
-            Err(StoreError::Sqlite { message, busy }) => {
+            Err(err @ StoreError::Sqlite(_)) => {
+                let message = err.to_string();
                 assert!(message.contains("no such table: nowhere"), "{message}");
-                assert!(!busy);
+                assert!(!err.is_transient());
+                // The SQLite error itself is kept as the source.
+                let source = std::error::Error::source(&err).map(ToString::to_string);
+                assert_eq!(
+                    source.as_deref(),
+                    Some(message.trim_start_matches("database error: "))
+                );
             }
             other => panic!("expected an SQLite error, got {other:?}"),
         }

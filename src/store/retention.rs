@@ -4,15 +4,18 @@
 //! deletes about `BATCH_SAMPLES` samples at most, so ingest never waits
 //! behind one huge delete; a background thread asks for batches until a
 //! pass is complete. Servers left without samples are deleted too.
+//!
+//! The writer runs `delete_batch` in its transactions; the thread here
+//! only asks for batches, through the function it is given, so this module
+//! does not depend on the writer.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Transaction, params};
 
 use super::StoreError;
 use super::background::{Background, Stop};
-use super::writer::Writer;
+use crate::clock::Clock;
 use crate::model::{HOUR_MS, Timestamp};
 
 /// Samples one retention transaction deletes at most (a single larger
@@ -122,15 +125,18 @@ pub fn delete_batch(
     Ok((batch, deleted_servers))
 }
 
-/// Starts the thread that runs a retention pass every `interval`.
+/// Starts the thread that runs a retention pass every `interval`, as of
+/// the time `clock` tells then; `retain_batch` has one batch before a
+/// cutoff deleted and waits until that is committed.
 pub fn spawn(
-    writer: Arc<Writer>,
+    retain_batch: impl Fn(i64) -> Result<RetentionBatch, StoreError> + Send + 'static,
+    clock: Clock,
     retention_ms: i64,
     interval: Duration,
 ) -> Result<Background, StoreError> {
     Background::spawn("retention", move |stop| {
         while !stop.wait(interval) {
-            if !run_pass(&writer, retention_ms, stop) {
+            if !run_pass(&retain_batch, cutoff(clock.now(), retention_ms), stop) {
                 return;
             }
         }
@@ -138,12 +144,15 @@ pub fn spawn(
 }
 
 /// One pass, batch by batch; false if told to stop midway.
-fn run_pass(writer: &Writer, retention_ms: i64, stop: &Stop) -> bool {
-    let cutoff = cutoff(Timestamp::now(), retention_ms);
+fn run_pass(
+    retain_batch: &impl Fn(i64) -> Result<RetentionBatch, StoreError>,
+    cutoff: i64,
+    stop: &Stop,
+) -> bool {
     let mut report = RetentionReport::default();
     let mut finished = true;
     loop {
-        match writer.retain_batch_blocking(cutoff) {
+        match retain_batch(cutoff) {
             Ok(batch) => {
                 report.add(&batch);
                 if !batch.more {

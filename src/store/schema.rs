@@ -44,9 +44,9 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens (creating if needed) the connection the writer thread owns.
 pub fn open_writer(path: &Path, synchronous_full: bool) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path).map_err(|err| StoreError::Open {
-        path: path.display().to_string(),
-        message: err.to_string(),
+    let conn = Connection::open(path).map_err(|source| StoreError::Open {
+        path: path.to_owned(),
+        source,
     })?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // Only takes effect on a new, empty database, and must come before WAL
@@ -118,7 +118,10 @@ pub fn migrate(conn: &mut Connection) -> Result<Vec<&'static str>, StoreError> {
                     found: current,
                     supported: MIGRATIONS.len(),
                 },
-                other => StoreError::Migration(format!("{}: {other}", MIGRATIONS[version - 1].0)),
+                source => StoreError::Migration {
+                    name: MIGRATIONS[version - 1].0,
+                    source,
+                },
             })?;
         applied.push(MIGRATIONS[version - 1].0);
     }

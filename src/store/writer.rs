@@ -16,6 +16,7 @@ use super::retention::{self, RetentionBatch};
 use super::rollups::{self, RollupDelta, Unsealed, UnsealedChange};
 use super::stats::{StoreStats, WriterStats};
 use super::{StoreError, checkpoint};
+use crate::clock::Clock;
 use crate::model::{MINUTE_MS, Sample, ServerName, Timestamp};
 
 /// Most samples one transaction takes before it commits, so that the first
@@ -24,31 +25,34 @@ const MAX_GROUP_SAMPLES: usize = 50_000;
 /// How long the writer waits for work before it seals ended minutes anyway.
 const IDLE_SEAL_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Where a job's requester waits for its answer.
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A piece of work for the writer thread. Each kind carries a reply of its
+/// own answer type; the kinds whose answer the transaction computes hold it
+/// beside the reply, written by every transaction that applies the job and
+/// sent only once one of them committed.
 enum Job {
     Insert {
         samples: Vec<Sample>,
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        reply: Reply<()>,
     },
     Delete {
         server: ServerName,
-        reply: oneshot::Sender<Result<bool, StoreError>>,
+        /// Whether the server existed.
+        deleted: bool,
+        reply: Reply<bool>,
     },
     Seal {
         until: Timestamp,
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        reply: Reply<()>,
     },
     Retain {
         cutoff: i64,
-        reply: oneshot::Sender<Result<RetentionBatch, StoreError>>,
+        /// What the batch deleted.
+        batch: RetentionBatch,
+        reply: Reply<RetentionBatch>,
     },
-}
-
-/// What a job did, once its transaction committed.
-#[derive(Debug, Clone, Copy)]
-enum Outcome {
-    Done,
-    Deleted(bool),
-    Retained(RetentionBatch),
 }
 
 impl Job {
@@ -57,6 +61,20 @@ impl Job {
         match self {
             Job::Insert { samples, .. } => samples.len(),
             Job::Delete { .. } | Job::Seal { .. } | Job::Retain { .. } => 1,
+        }
+    }
+
+    /// Sends the requester the job's answer, or `failure`. A requester
+    /// that went away no longer needs it; its data is committed (or not)
+    /// all the same.
+    fn answer(self, failure: Option<StoreError>) {
+        fn send<T>(reply: Reply<T>, answer: T, failure: Option<StoreError>) {
+            let _ = reply.send(failure.map_or(Ok(answer), Err));
+        }
+        match self {
+            Job::Insert { reply, .. } | Job::Seal { reply, .. } => send(reply, (), failure),
+            Job::Delete { deleted, reply, .. } => send(reply, deleted, failure),
+            Job::Retain { batch, reply, .. } => send(reply, batch, failure),
         }
     }
 }
@@ -77,6 +95,7 @@ impl Writer {
         conn: Connection,
         capacity: usize,
         rewind_wanted: Arc<AtomicBool>,
+        clock: Clock,
     ) -> Result<Writer, StoreError> {
         let unsealed = Unsealed::load(&conn)?;
         let stats = Arc::new(WriterStats::default());
@@ -86,6 +105,7 @@ impl Writer {
             unsealed,
             stats: Arc::clone(&stats),
             retention_cursor: 0,
+            clock,
         };
         let (sender, receiver) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -93,7 +113,7 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("sperform-writer".into())
             .spawn(move || run(state, receiver, &thread_queued, &rewind_wanted))
-            .map_err(|err| StoreError::Setup(format!("cannot start the writer thread: {err}")))?;
+            .map_err(|source| StoreError::thread("the writer thread", source))?;
         Ok(Writer {
             sender: Mutex::new(Some(sender)),
             queued,
@@ -113,7 +133,11 @@ impl Writer {
     /// Deletes a server and its samples; `false` if there was no such server.
     pub async fn delete_server(&self, server: ServerName) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::Delete { server, reply })?;
+        self.submit(Job::Delete {
+            server,
+            deleted: false,
+            reply,
+        })?;
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
@@ -128,14 +152,22 @@ impl Writer {
     /// Deletes one batch of samples before `cutoff` (an hour boundary).
     pub async fn retain_batch(&self, cutoff: i64) -> Result<RetentionBatch, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::Retain { cutoff, reply })?;
+        self.submit(Job::Retain {
+            cutoff,
+            batch: RetentionBatch::default(),
+            reply,
+        })?;
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
     /// `retain_batch` for a plain thread: blocks until the batch committed.
     pub fn retain_batch_blocking(&self, cutoff: i64) -> Result<RetentionBatch, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::Retain { cutoff, reply })?;
+        self.submit(Job::Retain {
+            cutoff,
+            batch: RetentionBatch::default(),
+            reply,
+        })?;
         answer
             .blocking_recv()
             .map_err(|_| StoreError::WriterStopped)?
@@ -203,6 +235,8 @@ struct State {
     stats: Arc<WriterStats>,
     /// The last server a retention batch finished with.
     retention_cursor: i64,
+    /// What time it is, for the seal.
+    clock: Clock,
 }
 
 /// The thread's loop: wait for a job, take whatever else is queued, commit.
@@ -237,8 +271,8 @@ fn run(
         // Out of the queue before anyone hears back, so that a client that
         // got its answer never sees its own samples still counted as queued.
         queued.fetch_sub(weight, Ordering::AcqRel);
-        for (job, result) in answers {
-            answer(job, result);
+        for (job, failure) in answers {
+            job.answer(failure);
         }
         if rewind_wanted.swap(false, Ordering::AcqRel)
             && let Err(err) = checkpoint::passive_checkpoint(&state.conn)
@@ -257,83 +291,69 @@ fn run(
 }
 
 /// The seal follows the clock: every minute that has ended is sealed.
-fn seal_target() -> i64 {
-    Timestamp::now().floor(MINUTE_MS).millis()
+fn seal_target(clock: &Clock) -> i64 {
+    clock.now().floor(MINUTE_MS).millis()
 }
 
 fn seal_when_idle(state: &mut State) {
     if !state
         .unsealed
-        .wants_seal(&UnsealedChange::default(), seal_target())
+        .wants_seal(&UnsealedChange::default(), seal_target(&state.clock))
     {
         return;
     }
-    if let Err(err) = apply_in_transaction(state, &[]) {
+    if let Err(err) = apply_in_transaction(state, &mut []) {
         log::warn!("sealing rollups failed (will retry): {err}");
     }
 }
 
 /// Applies a group of jobs in one transaction; returns each job with its
-/// result, for the caller to answer. Transactions begin IMMEDIATE: they take
-/// the write lock up front, waiting out the busy timeout if someone else
-/// holds it, instead of failing at once when a read snapshot cannot be
-/// upgraded. If the group fails, each job is retried in a transaction of its
-/// own, so one failing job cannot fail the others.
-fn commit_group(state: &mut State, group: Vec<Job>) -> Vec<(Job, Result<Outcome, StoreError>)> {
-    match apply_in_transaction(state, &group) {
-        Ok(outcomes) => group
-            .into_iter()
-            .zip(outcomes)
-            .map(|(job, outcome)| (job, Ok(outcome)))
-            .collect(),
-        Err(err) if group.len() == 1 => {
+/// failure, if any, for the caller to answer. Transactions begin IMMEDIATE:
+/// they take the write lock up front, waiting out the busy timeout if
+/// someone else holds it, instead of failing at once when a read snapshot
+/// cannot be upgraded. If a group of several fails, each job is retried in
+/// a transaction of its own, so one failing job cannot fail the others.
+fn commit_group(state: &mut State, mut group: Vec<Job>) -> Vec<(Job, Option<StoreError>)> {
+    match apply_in_transaction(state, &mut group) {
+        Ok(()) => group.into_iter().map(|job| (job, None)).collect(),
+        Err(err) => {
             state.server_ids.clear();
+            if group.len() == 1 {
+                return group.into_iter().zip([Some(err)]).collect();
+            }
             group
                 .into_iter()
-                .map(|job| (job, Err(err.clone())))
+                .map(|mut job| {
+                    let failure = apply_in_transaction(state, std::slice::from_mut(&mut job)).err();
+                    if failure.is_some() {
+                        state.server_ids.clear();
+                    }
+                    (job, failure)
+                })
                 .collect()
-        }
-        Err(_) => {
-            state.server_ids.clear();
-            let mut answers = Vec::with_capacity(group.len());
-            for job in group {
-                let result = apply_in_transaction(state, std::slice::from_ref(&job))
-                    .map(|outcomes| outcomes.first().copied().unwrap_or(Outcome::Done));
-                if result.is_err() {
-                    state.server_ids.clear();
-                }
-                answers.push((job, result));
-            }
-            answers
         }
     }
 }
 
-/// Carries out `jobs` in one transaction and moves the rollup seal if a
-/// minute has ended. For each job, whether it deleted a server (`true` for
-/// the others).
-fn apply_in_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<Outcome>, StoreError> {
+/// Carries out `jobs` in one transaction, recording each job's answer in
+/// it, and moves the rollup seal if a minute has ended.
+fn apply_in_transaction(state: &mut State, jobs: &mut [Job]) -> Result<(), StoreError> {
     let started = Instant::now();
     let result = run_transaction(state, jobs);
     match &result {
-        Ok(outcomes) => {
-            let samples: usize = jobs
-                .iter()
-                .map(|job| match job {
-                    Job::Insert { samples, .. } => samples.len(),
-                    _ => 0,
-                })
-                .sum();
-            let retained =
-                outcomes
-                    .iter()
-                    .fold((0, 0), |(samples, servers), outcome| match outcome {
-                        Outcome::Retained(batch) => (
-                            samples + batch.samples_deleted,
-                            servers + batch.servers_deleted,
-                        ),
-                        _ => (samples, servers),
-                    });
+        Ok(()) => {
+            let mut samples = 0;
+            let mut retained = (0, 0);
+            for job in jobs.iter() {
+                match job {
+                    Job::Insert { samples: batch, .. } => samples += batch.len(),
+                    Job::Retain { batch, .. } => {
+                        retained.0 += batch.samples_deleted;
+                        retained.1 += batch.servers_deleted;
+                    }
+                    Job::Delete { .. } | Job::Seal { .. } => {}
+                }
+            }
             state
                 .stats
                 .committed(samples as u64, started.elapsed().as_secs_f64(), retained);
@@ -343,19 +363,20 @@ fn apply_in_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<Outcome>,
     result
 }
 
-fn run_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<Outcome>, StoreError> {
+fn run_transaction(state: &mut State, jobs: &mut [Job]) -> Result<(), StoreError> {
     let State {
         conn,
         server_ids,
         unsealed,
         retention_cursor,
+        clock,
         ..
     } = state;
     let mut cursor = *retention_cursor;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut delta = RollupDelta::default();
     let mut change = UnsealedChange::default();
-    let mut seal_to = seal_target();
+    let mut seal_to = seal_target(clock);
     // Requests wait on this transaction: it seals a few hundred servers at
     // most. Alone (idle) or asked to seal, it seals them all.
     let mut seal_limit = if jobs.is_empty() {
@@ -363,9 +384,8 @@ fn run_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<Outcome>, Stor
     } else {
         rollups::SEAL_SERVERS_PER_TRANSACTION
     };
-    let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
-        outcomes.push(match job {
+        match job {
             Job::Insert { samples, .. } => {
                 // In key order, consecutive inserts land on the same pages:
                 // a batch sent minute by minute across many servers would
@@ -380,39 +400,39 @@ fn run_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<Outcome>, Stor
                         change.add_sample(server_id, sample);
                     }
                 }
-                Outcome::Done
             }
-            Job::Delete { server, .. } => {
+            Job::Delete {
+                server, deleted, ..
+            } => {
                 // Rollup sums of this server pending in the delta must land
                 // before the cascade removes its rows, or they would outlive it.
                 delta.flush(&tx)?;
                 server_ids.forget(server);
-                let deleted: Option<i64> = tx
+                let removed: Option<i64> = tx
                     .prepare_cached("DELETE FROM servers WHERE name = ?1 RETURNING id")?
                     .query_row([server.as_str()], |row| row.get(0))
                     .optional()?;
-                if let Some(server_id) = deleted {
+                if let Some(server_id) = removed {
                     change.forget_server(server_id);
                 }
-                Outcome::Deleted(deleted.is_some())
+                *deleted = removed.is_some();
             }
             Job::Seal { until, .. } => {
                 seal_to = seal_to.max(until.floor(MINUTE_MS).millis());
                 seal_limit = usize::MAX;
-                Outcome::Done
             }
-            Job::Retain { cutoff, .. } => {
+            Job::Retain { cutoff, batch, .. } => {
                 delta.flush(&tx)?;
-                let (batch, deleted) = retention::delete_batch(&tx, &mut cursor, *cutoff)?;
+                let (deleted_batch, deleted) = retention::delete_batch(&tx, &mut cursor, *cutoff)?;
                 for (server_id, _) in &deleted {
                     change.forget_server(*server_id);
                 }
                 if !deleted.is_empty() {
                     server_ids.clear();
                 }
-                Outcome::Retained(batch)
+                *batch = deleted_batch;
             }
-        });
+        }
     }
     if unsealed.wants_seal(&change, seal_to) {
         rollups::seal(&tx, unsealed, &mut change, &mut delta, seal_to, seal_limit)?;
@@ -421,7 +441,7 @@ fn run_transaction(state: &mut State, jobs: &[Job]) -> Result<Vec<Outcome>, Stor
     tx.commit()?;
     unsealed.apply(change);
     *retention_cursor = cursor;
-    Ok(outcomes)
+    Ok(())
 }
 
 /// Inserts one sample; returns its server's id.
@@ -450,25 +470,6 @@ fn insert_sample(
         .execute(params![server_id, time, sample.cpu, sample.ram])?;
     }
     Ok(server_id)
-}
-
-fn answer(job: Job, result: Result<Outcome, StoreError>) {
-    // A requester that went away no longer needs the answer; its data is
-    // committed (or not) all the same.
-    match job {
-        Job::Insert { reply, .. } | Job::Seal { reply, .. } => {
-            let _ = reply.send(result.map(|_| ()));
-        }
-        Job::Delete { reply, .. } => {
-            let _ = reply.send(result.map(|outcome| matches!(outcome, Outcome::Deleted(true))));
-        }
-        Job::Retain { reply, .. } => {
-            let _ = reply.send(result.map(|outcome| match outcome {
-                Outcome::Retained(batch) => batch,
-                _ => RetentionBatch::default(),
-            }));
-        }
-    }
 }
 
 /// Server ids seen by the writer, so each sample does not look its name up.

@@ -3,8 +3,8 @@
 //! headless Chromium, assertions on the DOM the scripts built, screenshots
 //! under `target/tmp/dashboard-screenshots/`.
 //!
-//! Without Chromium these tests say so and pass, except in CI (`CI` set),
-//! where a missing Chromium is a failure. `CHROMIUM=/path/to/chromium`
+//! Without Chromium each test prints a `skipped: ...` line and passes,
+//! except in CI (`CI` set), where a missing Chromium is a failure. `CHROMIUM=/path/to/chromium`
 //! picks the binary; `SPERFORM_UPDATE_SCREENSHOTS=1` also copies the
 //! screenshots to `docs/`, where README.md shows them.
 
@@ -18,6 +18,14 @@ use sperform::model::{HOUR_MS, MINUTE_MS, Timestamp};
 
 use crate::cdp::Session;
 use crate::daemon::Daemon;
+use crate::support::{Tool, required_tool};
+
+const CHROMIUM: Tool = Tool {
+    name: "Chromium",
+    variable: Some("CHROMIUM"),
+    commands: &["chromium", "chromium-browser", "google-chrome"],
+    install: "`apt-get install chromium`",
+};
 
 /// How long one Chromium run may take before the test fails.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -45,28 +53,10 @@ struct Browser {
 }
 
 impl Browser {
-    /// Chromium, if installed; `None` (with a note) outside CI; a panic in
-    /// CI.
+    /// Chromium, if installed; see `required_tool` for what happens
+    /// when it is not.
     fn find() -> Option<Browser> {
-        let binary = std::env::var_os("CHROMIUM").map(PathBuf::from).or_else(|| {
-            ["chromium", "chromium-browser", "google-chrome"]
-                .iter()
-                .find_map(|name| in_path(name))
-        });
-        match binary {
-            Some(binary) => Some(Browser { binary }),
-            None if in_ci() => panic!(
-                "Chromium is needed for the dashboard's browser tests and is not installed \
-                 (CI=true): `apt-get install chromium`, or set CHROMIUM"
-            ),
-            None => {
-                eprintln!(
-                    "note: Chromium not found (install it with `apt-get install chromium`, \
-                     or set CHROMIUM); the dashboard's browser tests are skipped"
-                );
-                None
-            }
-        }
+        required_tool(&CHROMIUM).map(|binary| Browser { binary })
     }
 
     /// Loads `url` in a fresh headless Chromium with `extra` flags, lets
@@ -145,17 +135,6 @@ impl Browser {
             std::fs::write(docs.join(name), &png).unwrap();
         }
     }
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false" && value != "0")
-}
-
-fn in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|directory| directory.join(name))
-        .find(|candidate| candidate.is_file())
 }
 
 fn post_batch(daemon: &Daemon, batch: &[Value]) {

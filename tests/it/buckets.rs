@@ -185,26 +185,35 @@ fn samples_in_the_same_millisecond_are_all_kept() {
 
 #[test]
 fn without_at_the_last_buckets_hold_now() {
-    let app = TestApp::new();
+    let now = at(base_hour(), 30 * MINUTE_MS + 15 * SECOND_MS + 250);
+    let app = TestApp::at_time(now);
     let (status, _) = app.post_sample("web-1", json!({"cpu": 12.5, "ram": 40.0}));
     assert_eq!(status, Status::NoContent);
+    assert_eq!(app.stored_rows("web-1"), vec![(now.millis(), 12.5, 40.0)]);
     let (status, body) = app.get("/api/v1/servers/web-1/load");
     assert_eq!(status, Status::Ok);
     let report = body.unwrap();
-    let at = Timestamp::parse_rfc3339(report["at"].as_str().unwrap()).unwrap();
-    let stored = app.stored_rows("web-1")[0].0;
-    assert!(stored <= at.millis() && at.millis() - stored < 60_000);
-    // The clock may have crossed a boundary between the POST and the GET.
-    let minutes: Vec<_> = filled(&report["by_minute"]).iter().map(|b| b.0).collect();
-    assert!(minutes == vec![59] || minutes == vec![58], "{minutes:?}");
+    assert_eq!(report["at"], now.to_rfc3339());
+    assert_eq!(filled(&report["by_minute"]), vec![(59, 12.5, 40.0, 1)]);
     assert_eq!(
         report["by_minute"][59]["start"],
-        at.floor(MINUTE_MS).to_rfc3339_seconds()
+        now.floor(MINUTE_MS).to_rfc3339_seconds()
     );
     assert_eq!(
         report["by_hour"][23]["start"],
-        at.floor(HOUR_MS).to_rfc3339_seconds()
+        now.floor(HOUR_MS).to_rfc3339_seconds()
     );
+    // Once the clock has crossed into the next minute, the sample is in
+    // the one before the last.
+    let next_minute = now.floor(MINUTE_MS).millis() + MINUTE_MS - now.millis();
+    app.clock.advance(next_minute).unwrap();
+    let (_, body) = app.get("/api/v1/servers/web-1/load");
+    let report = body.unwrap();
+    assert_eq!(
+        report["at"],
+        at(now.floor(MINUTE_MS), MINUTE_MS).to_rfc3339()
+    );
+    assert_eq!(filled(&report["by_minute"]), vec![(58, 12.5, 40.0, 1)]);
 }
 
 #[test]

@@ -13,6 +13,7 @@ mod errors;
 mod metrics;
 mod range;
 mod retention;
+mod seal;
 mod servers;
 mod storage;
 mod validation;

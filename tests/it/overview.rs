@@ -4,7 +4,6 @@
 use rocket::http::{Header, Status};
 use serde_json::{Value, json};
 use sperform::model::{HOUR_MS, MINUTE_MS, Timestamp};
-use sperform::store::Store;
 
 use crate::support::{TestApp, at, base_hour, error_message, read};
 
@@ -106,14 +105,15 @@ fn the_overview_lists_every_server_by_name_with_its_minute_means() {
 
 #[test]
 fn the_overview_agrees_with_load_on_both_sides_of_the_seal() {
-    let app = TestApp::new();
-    let now = Timestamp::now();
+    // Forty seconds into a minute.
+    let now = at(base_hour(), HOUR_MS + 40_000);
+    let app = TestApp::at_time(now);
     let mut samples = Vec::new();
     for (index, offset) in [
         -3 * HOUR_MS,    // long sealed
-        -59 * MINUTE_MS, // the oldest minute of the window, or just before
-        -90_000,         // probably the last ended minute
-        -30_000,         // this minute or the one before
+        -59 * MINUTE_MS, // the oldest minute of the window at `now`
+        -90_000,         // the last ended minute
+        -30_000,         // this minute
         -1,              // this minute
         0,               // now
         2 * MINUTE_MS,   // ahead of the clock: after every `at` below but one
@@ -142,11 +142,8 @@ fn the_overview_agrees_with_load_on_both_sides_of_the_seal() {
 
     // Seal everything, the sample ahead of the clock included: the rollups
     // now answer for minutes the raw samples answered for before.
-    let store = app.client.rocket().state::<Store>().unwrap().clone();
-    rocket::tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(store.seal(at(now, 10 * MINUTE_MS)))
-        .unwrap();
+    let store = app.store();
+    app.block_on(store.seal(at(now, 10 * MINUTE_MS))).unwrap();
     let after: Vec<Value> = moments
         .iter()
         .map(|moment| assert_overview_matches_load(&app, *moment))

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sperform::model::{MINUTE_MS, Timestamp};
 
 use crate::daemon::Daemon;
-use crate::support::{TestApp, at, base_hour, read};
+use crate::support::{TestApp, Tool, at, base_hour, read, required_tool};
 
 /// Percent-encodes everything but unreserved characters.
 fn encode(text: &str) -> String {
@@ -276,31 +276,12 @@ fn the_read_token_guards_the_prometheus_api() {
     assert_eq!(response.status(), Status::Ok);
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false" && value != "0")
-}
-
-/// `promtool`, if installed; `None` (with a note) outside CI; a panic in CI.
-fn promtool() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|directory| directory.join("promtool"))
-            .find(|candidate| candidate.is_file())
-    });
-    match found {
-        Some(path) => Some(path),
-        None if in_ci() => panic!(
-            "promtool is needed for the Prometheus API test and is not installed (CI=true): \
-             `apt-get install prometheus`"
-        ),
-        None => {
-            eprintln!(
-                "note: promtool not found (`apt-get install prometheus`); the promtool test is skipped"
-            );
-            None
-        }
-    }
-}
+const PROMTOOL: Tool = Tool {
+    name: "promtool",
+    variable: None,
+    commands: &["promtool"],
+    install: "`apt-get install prometheus`",
+};
 
 fn run_promtool(promtool: &PathBuf, args: &[&str]) -> String {
     let output = Command::new(promtool).args(args).output().unwrap();
@@ -315,7 +296,7 @@ fn run_promtool(promtool: &PathBuf, args: &[&str]) -> String {
 
 #[test]
 fn promtool_reads_the_daemon() {
-    let Some(promtool) = promtool() else {
+    let Some(promtool) = required_tool(&PROMTOOL) else {
         return;
     };
     let daemon = Daemon::start();

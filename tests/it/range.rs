@@ -4,7 +4,6 @@
 use rocket::http::Status;
 use serde_json::{Value, json};
 use sperform::model::{HOUR_MS, MINUTE_MS, Timestamp};
-use sperform::store::Store;
 
 use crate::support::{TestApp, at, base_hour, count, error_message};
 
@@ -150,8 +149,10 @@ fn hour_and_day_steps_agree_with_the_samples() {
 
 #[test]
 fn one_minute_steps_match_the_load_view_on_both_sides_of_the_seal() {
-    let app = TestApp::new();
-    let now = Timestamp::now();
+    // Forty seconds into a minute: the samples of the last half hour lie
+    // on both sides of the seal.
+    let now = at(base_hour(), HOUR_MS + 40_000);
+    let app = TestApp::at_time(now);
     for i in 0..30_i64 {
         post_at(
             &app,
@@ -170,11 +171,16 @@ fn one_minute_steps_match_the_load_view_on_both_sides_of_the_seal() {
         assert_eq!(body["buckets"], load["by_minute"]);
     };
     check(&app);
-    let store = app.client.rocket().state::<Store>().unwrap().clone();
-    rocket::tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(store.seal(at(now, 10 * MINUTE_MS)))
-        .unwrap();
+    let unsealed = count(
+        &app.db_path,
+        &format!(
+            "SELECT count(*) FROM samples WHERE time >= {}",
+            now.floor(MINUTE_MS).millis()
+        ),
+    );
+    assert_eq!(unsealed, 1);
+    let store = app.store();
+    app.block_on(store.seal(at(now, 10 * MINUTE_MS))).unwrap();
     check(&app);
 }
 

@@ -1,23 +1,25 @@
 //! Retention: expired samples go in whole hours, with their rollups, and
-//! servers left without samples go too. The clock is injected through
-//! `Store::apply_retention(now)`, which the background task also runs.
+//! servers left without samples go too. The daemon's clock is pinned and
+//! moved forward to the instant an hour expires; a pass runs as the
+//! background task runs it.
+
+use std::time::{Duration, Instant};
 
 use rocket::http::Status;
 use serde_json::{Value, json};
+use sperform::clock::ManualClock;
 use sperform::model::{HOUR_MS, MINUTE_MS, Timestamp};
-use sperform::store::{RETENTION_BATCH_SAMPLES, Store};
+use sperform::store::{RETENTION_BATCH_SAMPLES, RetentionReport, Store};
 
 use crate::storage::assert_rollups_match_samples;
-use crate::support::{TestApp, at, base_hour};
+use crate::support::{TestApp, at, base_hour, count};
 
 const WEEK_MS: i64 = 7 * 24 * HOUR_MS;
 
-fn apply_retention(app: &TestApp, now: Timestamp) -> sperform::store::RetentionReport {
-    let store = app.client.rocket().state::<Store>().unwrap().clone();
-    rocket::tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(store.apply_retention(now))
-        .unwrap()
+/// A retention pass with the daemon's clock at `now`.
+fn apply_retention(app: &TestApp, now: Timestamp) -> RetentionReport {
+    app.clock.set(now);
+    app.apply_retention()
 }
 
 fn post(app: &TestApp, server: &str, time: Timestamp, cpu: f64) {
@@ -72,7 +74,7 @@ fn nothing_within_the_retention_period_is_deleted() {
     let report = apply_retention(&app, at(base, WEEK_MS));
     assert_eq!(report.samples_deleted, 0);
     assert_eq!(app.stored_samples(), 1);
-    // One millisecond into the next hour's week, the hour of `base` goes.
+    // A week after the hour of `base` ended, it goes.
     let report = apply_retention(&app, at(base, HOUR_MS + WEEK_MS));
     assert_eq!(report.samples_deleted, 1);
     assert_eq!(app.stored_samples(), 0);
@@ -115,4 +117,86 @@ fn assert_rollups_match_samples_or_empty(app: &TestApp) {
         crate::support::count(&app.db_path, "SELECT count(*) FROM hour_rollups"),
         0
     );
+}
+
+fn time(text: &str) -> Timestamp {
+    Timestamp::parse_rfc3339(text).unwrap()
+}
+
+/// (hour, samples) of every `hour_rollups` row, and the times of every
+/// sample, oldest first.
+fn stored(app: &TestApp) -> (Vec<(i64, i64)>, Vec<i64>) {
+    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
+    let hours = conn
+        .prepare("SELECT hour, samples FROM hour_rollups ORDER BY hour")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let times = conn
+        .prepare("SELECT time FROM samples ORDER BY time")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    (hours, times)
+}
+
+#[test]
+fn an_hour_goes_exactly_when_it_expires_and_not_a_millisecond_before() {
+    let app = TestApp::at_time(time("2026-11-27T11:02:00Z"));
+    for sample in [
+        "2026-11-27T10:00:00Z",
+        "2026-11-27T10:59:59.999Z",
+        "2026-11-27T11:00:00Z",
+    ] {
+        let body = json!({"cpu": 10, "ram": 50, "time": sample});
+        assert_eq!(app.post_sample("web-1", body).0, Status::NoContent);
+    }
+    let ten = time("2026-11-27T10:00:00Z").millis();
+    let eleven = time("2026-11-27T11:00:00Z").millis();
+    let everything = (vec![(ten, 2), (eleven, 1)], vec![ten, eleven - 1, eleven]);
+    assert_eq!(stored(&app), everything);
+
+    // The hour 10:00 expires a week (the default retention) after it ended.
+    let report = apply_retention(&app, at(time("2026-11-27T11:00:00Z"), WEEK_MS - 1));
+    assert_eq!(report.samples_deleted, 0);
+    assert_eq!(stored(&app), everything);
+
+    let report = apply_retention(&app, at(time("2026-11-27T11:00:00Z"), WEEK_MS));
+    assert_eq!((report.samples_deleted, report.servers_deleted), (2, 0));
+    assert_eq!(stored(&app), (vec![(eleven, 1)], vec![eleven]));
+    assert_eq!(
+        count(
+            &app.db_path,
+            &format!("SELECT count(*) FROM minute_rollups WHERE minute < {eleven}")
+        ),
+        0
+    );
+    assert_rollups_match_samples(&app.db_path);
+}
+
+#[test]
+fn the_background_task_deletes_by_the_daemons_clock() {
+    // Past the hour of the sample, so that hour is sealed whole.
+    let clock = ManualClock::new(time("2026-11-27T11:01:00Z"));
+    let app = TestApp::with_clock(clock, |figment| figment.merge(("retention_interval", "1s")));
+    let body = json!({"cpu": 10, "ram": 50, "time": "2026-11-27T10:15:00Z"});
+    assert_eq!(app.post_sample("web-1", body).0, Status::NoContent);
+    app.clock.set(at(time("2026-11-27T11:00:00Z"), WEEK_MS));
+    // The task runs every second; allow a slow machine five.
+    let started = Instant::now();
+    while app.stored_servers() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the retention task never deleted the expired hour"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(stored(&app), (vec![], vec![]));
+    let stats = app.client.rocket().state::<Store>().unwrap().stats();
+    assert_eq!(stats.retention_deleted_samples, 1);
+    assert_eq!(stats.retention_deleted_servers, 1);
 }

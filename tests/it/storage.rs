@@ -8,6 +8,7 @@ use rocket::local::asynchronous::Client as AsyncClient;
 use rocket::local::blocking::Client;
 use serde_json::json;
 use sperform::StartupError;
+use sperform::clock::{Clock, ManualClock};
 use sperform::store::{MIGRATIONS, Store, StoreError};
 
 use sperform::model::{HOUR_MS, MINUTE_MS, Timestamp};
@@ -113,15 +114,30 @@ fn a_database_from_a_newer_sperform_is_refused() {
     assert_eq!(version, 99);
 }
 
+/// The daemon on `clock`, on the database at `db_path`.
+fn client_on(db_path: &std::path::Path, clock: &ManualClock) -> Client {
+    let rocket = sperform::build_with_clock(figment_for(db_path), Clock::from(clock.clone()));
+    Client::untracked(rocket.unwrap()).unwrap()
+}
+
+async fn async_client_on(db_path: &std::path::Path, clock: &ManualClock) -> AsyncClient {
+    let rocket = sperform::build_with_clock(figment_for(db_path), Clock::from(clock.clone()));
+    AsyncClient::untracked(rocket.unwrap()).await.unwrap()
+}
+
 #[test]
 fn a_new_database_gets_the_schema_people_query() {
-    let app = TestApp::new();
-    let (status, _) = app.post(
+    // The daemon's clock two minutes after the sample, whenever this runs.
+    let app = TestApp::at_time(Timestamp::parse_rfc3339("2026-11-27T20:00:03Z").unwrap());
+    let (status, body) = app.post(
         "/api/v1/servers/web-1/samples",
         r#"{"cpu": 12.5, "ram": 40, "time": "2026-11-27T19:58:03.250Z"}"#,
     );
-    // The time may lie beyond retention when this runs; either way the schema is there.
-    assert!(status == Status::NoContent || status == Status::UnprocessableEntity);
+    assert_eq!(status, Status::NoContent, "{body:?}");
+    assert_eq!(
+        app.stored_rows("web-1"),
+        vec![(1_795_809_483_250, 12.5, 40.0)]
+    );
     let conn = rusqlite::Connection::open(&app.db_path).unwrap();
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -392,13 +408,12 @@ fn sealed_until(db_path: &std::path::Path) -> i64 {
 async fn sealing_moves_samples_into_the_rollups_without_changing_any_answer() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("sperform.db");
-    let client = AsyncClient::untracked(sperform::build(figment_for(&db_path)).unwrap())
-        .await
-        .unwrap();
-    let now = Timestamp::now();
+    // Half a minute into a minute.
+    let now = at(base_hour(), HOUR_MS + 30 * 1000);
+    let client = async_client_on(&db_path, &ManualClock::new(now)).await;
     let times = [
         at(now, -3 * HOUR_MS), // sealed long ago: rolled up at once
-        at(now, -90 * 1000),   // probably in the last ended minute
+        at(now, -90 * 1000),   // in the minute before the last ended one
         at(now, -1),           // this minute
         now,
         at(now, 2 * MINUTE_MS), // ahead of the clock (allowed up to 5 min)
@@ -423,7 +438,10 @@ async fn sealing_moves_samples_into_the_rollups_without_changing_any_answer() {
         at(now, 3 * MINUTE_MS),
     ];
     let before = answers(&client, &moments).await;
-    assert!(sealed_until(&db_path) <= now.floor(MINUTE_MS).millis() + MINUTE_MS);
+    // Sealed up to the clock's minute: the first two samples of each server.
+    assert_eq!(sealed_until(&db_path), now.floor(MINUTE_MS).millis());
+    let [rollups, _] = rollups_and_truth(&db_path, "minute_rollups", MINUTE_MS);
+    assert_eq!(rollups.iter().map(|row| row.2).sum::<i64>(), 4);
     assert_rollups_match_samples(&db_path);
 
     // Seal everything, the sample ahead of the clock included.
@@ -466,9 +484,10 @@ async fn sealing_moves_samples_into_the_rollups_without_changing_any_answer() {
 fn unsealed_samples_are_found_again_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("sperform.db");
-    let now = Timestamp::now();
+    let now = at(base_hour(), HOUR_MS + 30 * 1000);
+    let clock = ManualClock::new(now);
     {
-        let client = Client::untracked(sperform::build(figment_for(&db_path)).unwrap()).unwrap();
+        let client = client_on(&db_path, &clock);
         for offset in [0, 1, 2 * MINUTE_MS] {
             let body = json!({"cpu": 40, "ram": 60, "time": at(now, offset).to_rfc3339()});
             let response = client
@@ -479,7 +498,9 @@ fn unsealed_samples_are_found_again_after_a_restart() {
         }
         // Dropped without the orderly shutdown: the in-memory sums are lost.
     }
-    let client = Client::untracked(sperform::build(figment_for(&db_path)).unwrap()).unwrap();
+    let [rollups, _] = rollups_and_truth(&db_path, "hour_rollups", HOUR_MS);
+    assert!(rollups.is_empty(), "{rollups:?}");
+    let client = client_on(&db_path, &clock);
     let store = client.rocket().state::<Store>().unwrap().clone();
     rocket::tokio::runtime::Runtime::new()
         .unwrap()
@@ -591,7 +612,8 @@ fn requests_wait_on_a_few_hundred_servers_sealed_at_a_time() {
     // (`early`, first in id order) with a sample of the new minute only.
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("sperform.db");
-    let target = Timestamp::now().floor(MINUTE_MS).millis();
+    let base = base_hour();
+    let target = base.millis() + HOUR_MS;
     let ended = target - MINUTE_MS;
     {
         let conn = rusqlite::Connection::open(&db_path).unwrap();
@@ -617,7 +639,8 @@ fn requests_wait_on_a_few_hundred_servers_sealed_at_a_time() {
             add(i + 2, format!("s-{i:03}"), ended + i, (i % 100) as f64);
         }
     }
-    let client = Client::untracked(sperform::build(figment_for(&db_path)).unwrap()).unwrap();
+    // The clock stands in the minute after `ended`, as after the restart.
+    let client = client_on(&db_path, &ManualClock::new(at(base, HOUR_MS + 20_000)));
     let load = |server: &str| {
         let uri = format!(
             "/api/v1/servers/{server}/load?at={}",
@@ -651,9 +674,6 @@ fn requests_wait_on_a_few_hundred_servers_sealed_at_a_time() {
     ];
     for (server, body, sealed) in steps {
         post(server, body);
-        if Timestamp::now().floor(MINUTE_MS).millis() != target {
-            return; // A minute ended meanwhile: the counts would shift.
-        }
         assert_eq!(servers_by_seal(&db_path, target).0, sealed);
         assert_rollups_match_samples(&db_path);
         assert_eq!(load("s-599"), before);

@@ -1,18 +1,25 @@
-//! Builds the daemon on a fresh temporary database and reads that database
-//! behind the daemon's back, to check what really got stored.
+//! Builds the daemon on a fresh temporary database and a clock the test
+//! holds, and reads that database behind the daemon's back, to check what
+//! really got stored. Also decides, once for every suite, what a test does
+//! when an external tool it needs is missing.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use rocket::figment::Figment;
 use rocket::http::{ContentType, Status};
 use rocket::local::blocking::{Client, LocalResponse};
 use serde_json::Value;
+use sperform::clock::{Clock, ManualClock};
 use sperform::model::{HOUR_MS, Timestamp};
+use sperform::store::{RetentionReport, Store};
 use tempfile::TempDir;
 
 pub struct TestApp {
     pub client: Client,
     pub db_path: PathBuf,
+    /// The daemon's clock: it stands still unless the test moves it.
+    pub clock: ManualClock,
     // Kept so the directory outlives the client.
     _dir: TempDir,
 }
@@ -25,20 +32,52 @@ pub fn figment_for(db_path: &Path) -> Figment {
 }
 
 impl TestApp {
+    /// A daemon whose clock stands at the time the test started.
     pub fn new() -> TestApp {
         Self::with(|figment| figment)
     }
 
-    /// A daemon whose configuration `adjust` may change.
+    /// A daemon whose clock stands at `now`.
+    pub fn at_time(now: Timestamp) -> TestApp {
+        Self::with_clock(ManualClock::new(now), |figment| figment)
+    }
+
+    /// A daemon whose configuration `adjust` may change, its clock standing
+    /// at the time the test started.
     pub fn with(adjust: impl FnOnce(Figment) -> Figment) -> TestApp {
+        Self::with_clock(ManualClock::new(Timestamp::now()), adjust)
+    }
+
+    /// A daemon on `clock`, whose configuration `adjust` may change.
+    pub fn with_clock(clock: ManualClock, adjust: impl FnOnce(Figment) -> Figment) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let db_path = dir.path().join("sperform.db");
-        let rocket = sperform::build(adjust(figment_for(&db_path))).unwrap();
+        let figment = adjust(figment_for(&db_path));
+        let rocket = sperform::build_with_clock(figment, Clock::from(clock.clone())).unwrap();
         TestApp {
             client: Client::untracked(rocket).unwrap(),
             db_path,
+            clock,
             _dir: dir,
         }
+    }
+
+    pub fn store(&self) -> Store {
+        self.client.rocket().state::<Store>().unwrap().clone()
+    }
+
+    /// Waits for a store call from this synchronous test.
+    pub fn block_on<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        rocket::tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(work)
+    }
+
+    /// A whole retention pass as of the daemon's clock.
+    pub fn apply_retention(&self) -> RetentionReport {
+        let store = self.store();
+        self.block_on(store.apply_retention(self.clock.now()))
+            .unwrap()
     }
 
     pub fn post(&self, uri: &str, body: impl AsRef<str>) -> (Status, Option<Value>) {
@@ -103,6 +142,19 @@ impl TestApp {
     }
 }
 
+/// Every server's `sealed_until`, by name.
+pub fn seals(db_path: &Path) -> Vec<(String, i64)> {
+    let conn = rusqlite::Connection::open(db_path).unwrap();
+    let mut statement = conn
+        .prepare("SELECT name, sealed_until FROM servers ORDER BY name")
+        .unwrap();
+    statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 pub fn count(db_path: &Path, sql: &str) -> i64 {
     let conn = rusqlite::Connection::open(db_path).unwrap();
     conn.query_row(sql, [], |row| row.get(0)).unwrap()
@@ -137,4 +189,55 @@ pub fn base_hour() -> Timestamp {
 /// `base` plus an offset in milliseconds.
 pub fn at(base: Timestamp, offset_ms: i64) -> Timestamp {
     Timestamp::from_millis(base.millis() + offset_ms).unwrap()
+}
+
+/// A program some tests need that may not be installed.
+pub struct Tool {
+    /// What the messages call it.
+    pub name: &'static str,
+    /// An environment variable that names the program, if the suite has one.
+    pub variable: Option<&'static str>,
+    /// The names it may have in `PATH`, the preferred first.
+    pub commands: &'static [&'static str],
+    /// How to install it.
+    pub install: &'static str,
+}
+
+/// The program `tool` names, for the test running now. When it cannot be
+/// found, CI (`CI` set to anything but empty, `false` or `0`) fails the
+/// test; elsewhere the test prints one `skipped: ...` line, past the
+/// test harness's capture so it shows in every run, and should return.
+pub fn required_tool(tool: &Tool) -> Option<PathBuf> {
+    let named = tool.variable.and_then(std::env::var_os).map(PathBuf::from);
+    if let Some(path) = named.or_else(|| tool.commands.iter().find_map(|name| in_path(name))) {
+        return Some(path);
+    }
+    let how = match tool.variable {
+        Some(variable) => format!("{}, or set {variable}", tool.install),
+        None => tool.install.to_owned(),
+    };
+    assert!(
+        !in_ci(),
+        "{} is needed by this test and is not installed (CI is set): {how}",
+        tool.name
+    );
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped: {test}: {} is not installed ({how})",
+        tool.name
+    );
+    None
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false" && value != "0")
+}
+
+fn in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|directory| directory.join(name))
+        .find(|candidate| candidate.is_file())
 }

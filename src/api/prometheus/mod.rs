@@ -16,7 +16,6 @@ use rocket::request::Request;
 use rocket::response::{self, Responder, Response};
 
 use super::auth::Read;
-use crate::model::Timestamp;
 use crate::store::{ServerSamples, Store, StoreError};
 use eval::{Labels, Outcome, Query, QueryError, Selector, Steps};
 
@@ -328,7 +327,7 @@ async fn instant_query(store: &Store, params: Params) -> Result<String, PromErro
     let query = parse_query(params.query.as_deref())?;
     let time = match params.time.as_deref() {
         Some(text) => parse_time("time", text)?,
-        None => Timestamp::now().millis(),
+        None => store.now().millis(),
     };
     let steps = Steps::instant(time);
     let result = match run(store, query, steps).await? {
