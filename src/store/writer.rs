@@ -512,3 +512,147 @@ impl ServerIds {
         self.0.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::model::HOUR_MS;
+    use crate::store::schema;
+
+    const NOON: i64 = 1_800_000_000_000 - 1_800_000_000_000 % HOUR_MS;
+
+    fn state() -> State {
+        let mut conn = Connection::open_in_memory().expect("in-memory database");
+        conn.pragma_update(None, "foreign_keys", true)
+            .expect("foreign keys");
+        schema::migrate(&mut conn).expect("migrations");
+        let unsealed = Unsealed::load(&conn).expect("unsealed sums");
+        let clock = ManualClock::new(Timestamp::from_millis(NOON).expect("a time"));
+        State {
+            conn,
+            server_ids: ServerIds::default(),
+            unsealed,
+            stats: Arc::new(WriterStats::default()),
+            retention_cursor: 0,
+            clock: Clock::from(clock),
+        }
+    }
+
+    fn sample(server: &str, time: i64) -> Sample {
+        Sample {
+            server: ServerName::parse(server).expect("a server name"),
+            time: Timestamp::from_millis(time).expect("a time"),
+            cpu: 10.0,
+            ram: 20.0,
+        }
+    }
+
+    #[test]
+    fn each_job_of_a_group_hears_its_own_answer() {
+        let mut state = state();
+        let (reply, mut stored) = oneshot::channel();
+        let first = Job::Insert {
+            samples: vec![sample("web-1", NOON - HOUR_MS)],
+            reply,
+        };
+        for (job, failure) in commit_group(&mut state, vec![first]) {
+            job.answer(failure);
+        }
+        assert!(matches!(stored.try_recv(), Ok(Ok(()))));
+
+        let (reply, mut inserted) = oneshot::channel();
+        let insert = Job::Insert {
+            samples: vec![
+                sample("web-2", NOON - 2 * HOUR_MS - 1),
+                sample("web-3", NOON - 1),
+            ],
+            reply,
+        };
+        let (reply, mut known) = oneshot::channel();
+        let delete_known = Job::Delete {
+            server: ServerName::parse("web-1").expect("a server name"),
+            deleted: false,
+            reply,
+        };
+        let (reply, mut unknown) = oneshot::channel();
+        let delete_unknown = Job::Delete {
+            server: ServerName::parse("web-9").expect("a server name"),
+            deleted: true,
+            reply,
+        };
+        let (reply, mut retained) = oneshot::channel();
+        let retain = Job::Retain {
+            cutoff: NOON - HOUR_MS,
+            batch: RetentionBatch::default(),
+            reply,
+        };
+        let group = vec![insert, delete_known, delete_unknown, retain];
+        for (job, failure) in commit_group(&mut state, group) {
+            assert!(failure.is_none(), "{failure:?}");
+            job.answer(failure);
+        }
+        assert!(matches!(inserted.try_recv(), Ok(Ok(()))));
+        assert!(matches!(known.try_recv(), Ok(Ok(true))));
+        assert!(matches!(unknown.try_recv(), Ok(Ok(false))));
+        // web-1 was deleted before retention ran; of the others only web-2
+        // has a sample before the cutoff, and it goes with its server.
+        let expected = RetentionBatch {
+            samples_deleted: 1,
+            servers_deleted: 1,
+            more: false,
+        };
+        assert_eq!(
+            retained.try_recv().ok().map(|answer| answer.ok()),
+            Some(Some(expected))
+        );
+        let left: i64 = state
+            .conn
+            .query_row("SELECT count(*) FROM samples", [], |row| row.get(0))
+            .expect("a count");
+        assert_eq!(left, 1);
+    }
+
+    #[test]
+    fn a_failing_job_fails_alone_with_its_own_error() {
+        let mut state = state();
+        // A server that SQLite refuses to create.
+        state
+            .conn
+            .execute_batch(
+                "CREATE TEMP TRIGGER refuse BEFORE INSERT ON servers WHEN NEW.name = 'bad'
+                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+            )
+            .expect("trigger");
+        let (reply, mut good) = oneshot::channel();
+        let first = Job::Insert {
+            samples: vec![sample("web-1", NOON - 1)],
+            reply,
+        };
+        let (reply, mut bad) = oneshot::channel();
+        let second = Job::Insert {
+            samples: vec![sample("bad", NOON - 1)],
+            reply,
+        };
+        let (reply, mut deleted) = oneshot::channel();
+        let third = Job::Delete {
+            server: ServerName::parse("web-1").expect("a server name"),
+            deleted: false,
+            reply,
+        };
+        for (job, failure) in commit_group(&mut state, vec![first, second, third]) {
+            job.answer(failure);
+        }
+        assert!(matches!(good.try_recv(), Ok(Ok(()))));
+        match bad.try_recv() {
+            Ok(Err(err @ StoreError::Sqlite(_))) => {
+                assert!(err.to_string().contains("refused by the test"), "{err}");
+            }
+            other => panic!("expected the trigger's error, got {other:?}"),
+        }
+        // Retried alone after the first job committed: web-1 is there.
+        assert!(matches!(deleted.try_recv(), Ok(Ok(true))));
+        let stats = state.stats.snapshot(0);
+        assert_eq!(stats.failed_transactions, 2);
+    }
+}
