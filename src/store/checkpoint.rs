@@ -24,13 +24,12 @@ use super::background::Background;
 const INTERVAL: Duration = Duration::from_millis(100);
 /// WAL length past which the writer is asked to let it rewind. Each rewind
 /// costs the writer a last copy and two syncs while commits wait, so it
-/// should be rare: 64 MiB rather than 8 made the store alone 18 % faster
-/// on W1 and took W2's p99 from 7.7-8.1 to 5.5-5.9 ms.
+/// should be rare (benches/README.md compares rewind lengths).
 const REWIND_BYTES: i64 = 64 * 1024 * 1024;
 /// What a rewound WAL file is cut back to (`journal_size_limit`): above
 /// the rewind length, so that under a steady load the file keeps its size
 /// and the writer does not pay for giving its pages back after every
-/// rewind (with a limit of 16 MiB, W2's p99 was 13-20 ms).
+/// rewind, which lengthened the ingest tail.
 pub const WAL_KEEP_BYTES: i64 = 96 * 1024 * 1024;
 const _: () = assert!(
     WAL_KEEP_BYTES > REWIND_BYTES,
@@ -64,7 +63,6 @@ pub fn spawn(path: &Path, rewind_wanted: Arc<AtomicBool>) -> Result<Background, 
                 // Copy again at once what was written while that round
                 // copied: the writer copies the rest while every commit
                 // waits, and should find only a few milliseconds' worth.
-                // (W2: p99 7.4-8.3 ms instead of 8.2-9.8 ms.)
                 if let Err(err) = passive_checkpoint(&conn) {
                     log::warn!("WAL checkpoint failed (will retry): {err}");
                 }

@@ -4,7 +4,7 @@
 //! used to go to Tokio's blocking pool behind a semaphore of the same size:
 //! there, a thread that finished went to sleep before the next read was
 //! handed to it, and was woken again for it, two context switches per read
-//! (`/load` at 16 connections: 14-17k to 20-22k a second).
+//! (benches/README.md has the figures).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 

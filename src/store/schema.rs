@@ -34,8 +34,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
 ];
 
 /// Page size of a newly created database, in bytes (SQLite's default is
-/// 4096). Measured with bench-writer: one sample per insert into random
-/// servers ran about 82k samples/s with 4 KiB pages and 109k with 2 KiB.
+/// 4096). A live sample dirties one page, so smaller pages halve what a
+/// commit writes (benches/README.md has the measurement).
 pub const NEW_DATABASE_PAGE_SIZE: i64 = 2048;
 
 /// How long a connection waits on a lock held by someone else (for example
