@@ -702,7 +702,7 @@ mod tests {
         for index in 0..4000_i64 {
             let (cpu, ram) = (random.value(), random.value());
             // Half the buckets hold one sample: extremes equal to the mean.
-            let one_sample = random.next() % 2 == 0;
+            let one_sample = random.next().is_multiple_of(2);
             let mut extreme = |mean: Option<f64>| match one_sample {
                 true => mean,
                 false => random.value(),
