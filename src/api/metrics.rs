@@ -203,6 +203,126 @@ fn escape_help(help: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::telemetry::ResponseCount;
+
+    /// A scrape with a value in every family, for the exact-text test.
+    fn known_snapshot() -> MetricsSnapshot {
+        let mut commit_seconds = HistogramSnapshot::new(&[0.001, 0.01]);
+        for seconds in [0.0004, 0.002, 0.0099, 0.5] {
+            commit_seconds.observe(seconds);
+        }
+        let mut group_samples = HistogramSnapshot::new(&[1.0, 4.0]);
+        for samples in [1.0, 1.0, 3.0, 7.0] {
+            group_samples.observe(samples);
+        }
+        let mut ingest = HistogramSnapshot::new(&[0.0005, 0.25]);
+        ingest.observe(0.000125);
+        ingest.observe(0.75);
+        MetricsSnapshot {
+            store: StoreStats {
+                queued_samples: 3,
+                samples_committed: 12,
+                retention_deleted_samples: 5,
+                retention_deleted_servers: 1,
+                transactions: 4,
+                failed_transactions: 0,
+                commit_seconds,
+                group_samples,
+            },
+            servers: 2,
+            database_bytes: 4096,
+            wal_bytes: 0,
+            http: HttpSnapshot {
+                in_flight: 1,
+                responses: vec![
+                    ResponseCount {
+                        method: "GET",
+                        route: "/api/v1/servers/<name>/load?<at>".into(),
+                        status: 200,
+                        count: 7,
+                    },
+                    ResponseCount {
+                        method: "POST",
+                        route: "/odd\\\"route\n".into(),
+                        status: 422,
+                        count: 1,
+                    },
+                ],
+                ingest_seconds: vec![("/api/v1/samples".into(), ingest)],
+            },
+        }
+    }
+
+    /// The whole exposition of a known scrape, byte for byte: what
+    /// Prometheus and the documentation's examples read. A route label
+    /// shows the escaping of `\\`, `"` and a line break.
+    #[test]
+    fn a_known_scrape_renders_exactly() {
+        let expected = concat!(
+            r#"# HELP sperform_build_info The version of the running sperform.
+# TYPE sperform_build_info gauge
+sperform_build_info{version=""#,
+            env!("CARGO_PKG_VERSION"),
+            r#""} 1
+# HELP sperform_samples_ingested_total Samples committed to the database since start-up.
+# TYPE sperform_samples_ingested_total counter
+sperform_samples_ingested_total 12
+# HELP sperform_write_transactions_total Write transactions committed since start-up.
+# TYPE sperform_write_transactions_total counter
+sperform_write_transactions_total 4
+# HELP sperform_write_transactions_failed_total Write transactions that failed and were rolled back.
+# TYPE sperform_write_transactions_failed_total counter
+sperform_write_transactions_failed_total 0
+# HELP sperform_retention_deleted_samples_total Samples deleted by retention since start-up.
+# TYPE sperform_retention_deleted_samples_total counter
+sperform_retention_deleted_samples_total 5
+# HELP sperform_retention_deleted_servers_total Servers deleted by retention, left without samples.
+# TYPE sperform_retention_deleted_servers_total counter
+sperform_retention_deleted_servers_total 1
+# HELP sperform_write_queue_samples Samples accepted and waiting for the writer.
+# TYPE sperform_write_queue_samples gauge
+sperform_write_queue_samples 3
+# HELP sperform_servers Servers known to the database.
+# TYPE sperform_servers gauge
+sperform_servers 2
+# HELP sperform_database_bytes Size of the database file.
+# TYPE sperform_database_bytes gauge
+sperform_database_bytes 4096
+# HELP sperform_database_wal_bytes Size of the database's write-ahead log (0 if absent).
+# TYPE sperform_database_wal_bytes gauge
+sperform_database_wal_bytes 0
+# HELP sperform_http_requests_in_flight HTTP requests received and not yet answered.
+# TYPE sperform_http_requests_in_flight gauge
+sperform_http_requests_in_flight 1
+# HELP sperform_write_batch_samples Samples per committed write transaction.
+# TYPE sperform_write_batch_samples histogram
+sperform_write_batch_samples_bucket{le="1"} 2
+sperform_write_batch_samples_bucket{le="4"} 3
+sperform_write_batch_samples_bucket{le="+Inf"} 4
+sperform_write_batch_samples_sum 12
+sperform_write_batch_samples_count 4
+# HELP sperform_commit_duration_seconds Time from the start of a write transaction to its commit.
+# TYPE sperform_commit_duration_seconds histogram
+sperform_commit_duration_seconds_bucket{le="0.001"} 1
+sperform_commit_duration_seconds_bucket{le="0.01"} 3
+sperform_commit_duration_seconds_bucket{le="+Inf"} 4
+sperform_commit_duration_seconds_sum 0.5123
+sperform_commit_duration_seconds_count 4
+# HELP sperform_http_requests_total HTTP responses by method, route and status.
+# TYPE sperform_http_requests_total counter
+sperform_http_requests_total{method="GET",route="/api/v1/servers/<name>/load?<at>",status="200"} 7
+sperform_http_requests_total{method="POST",route="/odd\\\"route\n",status="422"} 1
+# HELP sperform_ingest_request_duration_seconds Time from the arrival of an ingest request to its response, by route.
+# TYPE sperform_ingest_request_duration_seconds histogram
+sperform_ingest_request_duration_seconds_bucket{route="/api/v1/samples",le="0.0005"} 1
+sperform_ingest_request_duration_seconds_bucket{route="/api/v1/samples",le="0.25"} 1
+sperform_ingest_request_duration_seconds_bucket{route="/api/v1/samples",le="+Inf"} 2
+sperform_ingest_request_duration_seconds_sum{route="/api/v1/samples"} 0.750125
+sperform_ingest_request_duration_seconds_count{route="/api/v1/samples"} 2
+"#
+        );
+        assert_eq!(render(&known_snapshot()), expected);
+    }
 
     #[test]
     fn histograms_render_cumulative_buckets_sum_and_count() {

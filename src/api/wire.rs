@@ -408,10 +408,12 @@ impl From<&LoadReport> for LoadBody {
 
 /// `/load`'s and `/load/range`'s answers as JSON text, written without
 /// serde: the same bytes `serde_json` makes of `LoadBody` and `RangeBody`
-/// (a test compares them), about twice as fast. An answer holds 84 or more
-/// buckets of six floats; writing them is a quarter of a `/load` request's
-/// CPU with serde (benches/README.md). A bucket's extremes that equal its
-/// mean (every bucket of one sample) reuse the mean's digits.
+/// (the tests compare them), in well under serde's time. An answer holds
+/// 84 buckets (`/load`) or up to `MAX_RANGE_BUCKETS` (`/load/range`) of six
+/// floats each, so writing it is a large part of serving it. `bench-json` times both
+/// writers; serde stays out of this path until it comes within 10 % (see
+/// benches/README.md). A bucket's extremes that equal its mean (every
+/// bucket of one sample) reuse the mean's digits.
 pub mod text {
     use super::{Bucket, LoadReport, ServerName, Step, Timestamp};
 
@@ -523,9 +525,9 @@ pub mod text {
 }
 
 /// A JSON answer already written out (see `text`). Rocket sends a body in
-/// chunks of 4 KiB by default, each a write of its own to the socket: a
-/// `/load` answer (about 11 KiB) went out in three. This one goes in one
-/// chunk of its own size, up to `MAX_CHUNK`.
+/// chunks of `Body::DEFAULT_MAX_CHUNK` (4 KiB), each a write of its own to
+/// the socket, so a `/load` answer would take several. This one goes in
+/// one chunk of its own size, up to `MAX_CHUNK`.
 #[derive(Debug)]
 pub struct JsonText(pub Vec<u8>);
 
@@ -655,6 +657,77 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(value["by_minute"][1]["cpu_min"], 95.0);
         assert_eq!(value["by_minute"][0]["cpu"], serde_json::Value::Null);
+    }
+
+    /// Many buckets of values as they come: two-decimal samples, their
+    /// means, extremes equal to the mean or not, the edges of the float
+    /// range, non-finite values (written as `null`), starts of any day.
+    #[test]
+    fn the_text_is_what_serde_makes_of_any_values() {
+        struct Lcg(u64);
+        impl Lcg {
+            fn next(&mut self) -> u64 {
+                self.0 = self
+                    .0
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                self.0 >> 11
+            }
+
+            fn value(&mut self) -> Option<f64> {
+                const EDGES: [f64; 10] = [
+                    0.0,
+                    -0.0,
+                    100.0,
+                    f64::MIN_POSITIVE,
+                    5e-324,
+                    f64::MAX,
+                    1e21,
+                    1e-7,
+                    f64::NAN,
+                    f64::INFINITY,
+                ];
+                match self.next() % 5 {
+                    0 => None,
+                    1 => Some((self.next() % 10_001) as f64 / 100.0),
+                    2 => Some((self.next() % 1_000_000) as f64 / 7.0),
+                    3 => Some(f64::from_bits(self.next() << 11)),
+                    _ => Some(EDGES[(self.next() % EDGES.len() as u64) as usize]),
+                }
+            }
+        }
+
+        let mut random = Lcg(0x5eed);
+        let mut buckets = Vec::new();
+        for index in 0..4000_i64 {
+            let (cpu, ram) = (random.value(), random.value());
+            // Half the buckets hold one sample: extremes equal to the mean.
+            let one_sample = random.next().is_multiple_of(2);
+            let mut extreme = |mean: Option<f64>| match one_sample {
+                true => mean,
+                false => random.value(),
+            };
+            let (cpu_min, cpu_max, ram_min, ram_max) =
+                (extreme(cpu), extreme(cpu), extreme(ram), extreme(ram));
+            buckets.push(Bucket {
+                start: Timestamp::from_millis(index * 86_399_999).unwrap(),
+                cpu,
+                ram,
+                cpu_min,
+                cpu_max,
+                ram_min,
+                ram_max,
+                samples: random.next(),
+            });
+        }
+        let server = ServerName::parse("db-1").unwrap();
+        let from = Timestamp::from_millis(0).unwrap();
+        let to = Timestamp::from_millis(1_795_822_800_500).unwrap();
+        let step = Step::parse("1m").unwrap();
+        assert_eq!(
+            String::from_utf8(text::range(&server, from, to, step, &buckets)).unwrap(),
+            serde_json::to_string(&RangeBody::new(&server, from, to, step, &buckets)).unwrap()
+        );
     }
 
     #[test]
