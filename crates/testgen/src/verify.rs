@@ -292,7 +292,7 @@ pub async fn verify(
         match handle.await {
             Ok(result) => verification.merge(result),
             Err(err) => {
-                verification.add(vec![failure("load", format!("a verifier failed: {err}"))])
+                verification.add(vec![failure("load", format!("a verifier failed: {err}"))]);
             }
         }
     }
