@@ -15,7 +15,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
 pub use sperform_model::wire::{
-    BatchEntry, BucketBody, BucketStart, LoadBody, RangeBody, SampleBody, ServerBody, WireTime,
+    BatchEntry, BucketBody, LoadBody, RangeBody, SampleBody, ServerBody,
 };
 
 use crate::error::ApiError;
