@@ -7,7 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod lifecycle;
-pub mod model;
+pub use sperform_model::model;
 pub mod store;
 
 use std::time::Duration;

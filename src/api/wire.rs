@@ -1,5 +1,8 @@
 //! The JSON shapes of API v1: request bodies in, response bodies out, and
-//! the mapping of JSON parse errors to statuses (syntax 400, data 422).
+//! the mapping of JSON parse errors to statuses (syntax 400, data 422). The
+//! shapes the agent and testgen share with the daemon are defined once, in
+//! `sperform_model::wire`; this module parses them with the daemon's rules
+//! and writes the hot answers by hand.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -11,85 +14,12 @@ use rocket::response::{self, Body, Responder, Response};
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
-use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
-use utoipa::openapi::{RefOr, Schema};
-
-use crate::error::ApiError;
-use crate::model::{
-    Bucket, LoadReport, MAX_BATCH_LEN, Sample, ServerName, ServerSummary, Step, TimePolicy,
-    Timestamp, ValidationError,
+pub use sperform_model::wire::{
+    BatchEntry, BucketBody, LoadBody, RangeBody, SampleBody, ServerBody,
 };
 
-/// A time as clients may send it: an RFC 3339 string with any offset, or a
-/// JSON number of Unix seconds (fractions allowed).
-#[derive(Debug, Clone, Copy)]
-struct WireTime(Timestamp);
-
-impl utoipa::PartialSchema for WireTime {
-    fn schema() -> RefOr<Schema> {
-        OneOfBuilder::new()
-            .description(Some(
-                "A time: an RFC 3339 string with any offset, or a number of Unix seconds \
-                 (fractions allowed).",
-            ))
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
-                    .description(Some("RFC 3339, any offset"))
-                    .examples(["2026-11-27T21:11:05Z"]),
-            )
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::Number)
-                    .description(Some("Unix seconds, fractions allowed"))
-                    .examples([1_795_727_465.25]),
-            )
-            .into()
-    }
-}
-
-impl utoipa::ToSchema for WireTime {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "Time".into()
-    }
-}
-
-impl<'de> Deserialize<'de> for WireTime {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TimeVisitor;
-
-        impl Visitor<'_> for TimeVisitor {
-            type Value = WireTime;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an RFC 3339 time string or a number of Unix seconds")
-            }
-
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<WireTime, E> {
-                Timestamp::parse_rfc3339(text)
-                    .map(WireTime)
-                    .map_err(E::custom)
-            }
-
-            fn visit_f64<E: de::Error>(self, seconds: f64) -> Result<WireTime, E> {
-                Timestamp::from_unix_seconds(seconds)
-                    .map(WireTime)
-                    .map_err(E::custom)
-            }
-
-            fn visit_i64<E: de::Error>(self, seconds: i64) -> Result<WireTime, E> {
-                self.visit_f64(seconds as f64)
-            }
-
-            fn visit_u64<E: de::Error>(self, seconds: u64) -> Result<WireTime, E> {
-                self.visit_f64(seconds as f64)
-            }
-        }
-
-        deserializer.deserialize_any(TimeVisitor)
-    }
-}
+use crate::error::ApiError;
+use crate::model::{MAX_BATCH_LEN, Sample, ServerName, TimePolicy, Timestamp};
 
 /// Accepts `T` only when written as a JSON object. Serde's derived structs
 /// also take an array of field values (`[12.5, 40]`), which no client
@@ -116,48 +46,6 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     }
 }
 
-/// Body of `POST /api/v1/servers/<name>/samples`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SampleBody {
-    /// CPU busy share in percent.
-    #[schema(minimum = 0.0, maximum = 100.0)]
-    cpu: f64,
-    /// RAM in use in percent.
-    #[schema(minimum = 0.0, maximum = 100.0)]
-    ram: f64,
-    /// When the sample was taken; the time of arrival if left out. At most
-    /// 5 minutes ahead of the daemon's clock and within the retention period.
-    #[serde(default)]
-    time: Option<WireTime>,
-}
-
-/// One entry of `POST /api/v1/samples`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct BatchEntry {
-    /// Server name: 1 to 253 characters from `A-Z a-z 0-9 . _ : -`.
-    #[schema(min_length = 1, max_length = 253, pattern = r"^[A-Za-z0-9._:-]+$")]
-    server: String,
-    /// CPU busy share in percent.
-    #[schema(minimum = 0.0, maximum = 100.0)]
-    cpu: f64,
-    /// RAM in use in percent.
-    #[schema(minimum = 0.0, maximum = 100.0)]
-    ram: f64,
-    /// When the sample was taken; the time of arrival if left out. At most
-    /// 5 minutes ahead of the daemon's clock and within the retention period.
-    #[serde(default)]
-    time: Option<WireTime>,
-}
-
-impl BatchEntry {
-    fn into_sample(self, policy: &TimePolicy) -> Result<Sample, ValidationError> {
-        let server = ServerName::parse(&self.server)?;
-        Sample::parse(server, self.cpu, self.ram, self.time.map(|t| t.0), policy)
-    }
-}
-
 /// Parses and validates the body of a single-sample POST.
 pub fn parse_sample(
     body: &[u8],
@@ -166,13 +54,7 @@ pub fn parse_sample(
 ) -> Result<Sample, ApiError> {
     let Object(body): Object<SampleBody> =
         serde_json::from_slice(body).map_err(|err| json_error(&err, ""))?;
-    Ok(Sample::parse(
-        server,
-        body.cpu,
-        body.ram,
-        body.time.map(|t| t.0),
-        policy,
-    )?)
+    Ok(body.into_sample(server, policy)?)
 }
 
 /// Parses and validates a batch body: a JSON array of 1 to 10,000 entries.
@@ -286,105 +168,6 @@ impl BatchSeed<'_> {
     }
 }
 
-/// Response of `GET /api/v1/servers/<name>/load`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct LoadBody {
-    server: String,
-    /// The end of the views (RFC 3339, UTC).
-    at: String,
-    /// 60 one-minute buckets, oldest first; the last holds `at`.
-    by_minute: Vec<BucketBody>,
-    /// 24 one-hour buckets, oldest first; the last holds `at`.
-    by_hour: Vec<BucketBody>,
-}
-
-/// One bucket: means, extremes and count of the samples whose time is in
-/// `[start, start + width)`; the value fields are `null` when it is empty.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct BucketBody {
-    /// The bucket's start (RFC 3339, UTC, whole seconds).
-    #[schema(value_type = String)]
-    start: BucketStart,
-    /// Mean CPU percent.
-    cpu: Option<f64>,
-    /// Mean RAM percent.
-    ram: Option<f64>,
-    /// Lowest CPU percent.
-    cpu_min: Option<f64>,
-    /// Highest CPU percent.
-    cpu_max: Option<f64>,
-    /// Lowest RAM percent.
-    ram_min: Option<f64>,
-    /// Highest RAM percent.
-    ram_max: Option<f64>,
-    /// How many samples the bucket holds.
-    samples: u64,
-}
-
-impl From<&Bucket> for BucketBody {
-    fn from(bucket: &Bucket) -> Self {
-        BucketBody {
-            start: BucketStart(bucket.start),
-            cpu: bucket.cpu,
-            ram: bucket.ram,
-            cpu_min: bucket.cpu_min,
-            cpu_max: bucket.cpu_max,
-            ram_min: bucket.ram_min,
-            ram_max: bucket.ram_max,
-            samples: bucket.samples,
-        }
-    }
-}
-
-/// A bucket start, written as RFC 3339 in whole seconds straight into the
-/// answer: an answer holds dozens of them.
-#[derive(Debug)]
-pub struct BucketStart(Timestamp);
-
-impl Serialize for BucketStart {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0.rfc3339_seconds_bytes() {
-            Some(bytes) => match std::str::from_utf8(&bytes) {
-                Ok(text) => serializer.serialize_str(text),
-                Err(_) => serializer.serialize_str(&self.0.to_rfc3339_seconds()),
-            },
-            None => serializer.serialize_str(&self.0.to_rfc3339_seconds()),
-        }
-    }
-}
-
-/// Response of `GET /api/v1/servers/<name>/load/range`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RangeBody {
-    server: String,
-    /// `from` as asked (RFC 3339, UTC).
-    from: String,
-    /// `to` as asked (RFC 3339, UTC).
-    to: String,
-    /// The step's label, such as `5m` (`300` is answered as `5m`).
-    step: String,
-    /// Oldest first and dense, from the one holding `from` to the one holding `to`.
-    buckets: Vec<BucketBody>,
-}
-
-impl RangeBody {
-    pub fn new(
-        server: &ServerName,
-        from: Timestamp,
-        to: Timestamp,
-        step: Step,
-        buckets: &[Bucket],
-    ) -> Self {
-        RangeBody {
-            server: server.to_string(),
-            from: from.to_rfc3339(),
-            to: to.to_rfc3339(),
-            step: step.label(),
-            buckets: buckets.iter().map(BucketBody::from).collect(),
-        }
-    }
-}
-
 /// Reads a required query parameter that holds a time.
 pub fn required_time_param(name: &str, text: Option<&str>) -> Result<Timestamp, ApiError> {
     let Some(text) = text else {
@@ -393,17 +176,6 @@ pub fn required_time_param(name: &str, text: Option<&str>) -> Result<Timestamp, 
         )));
     };
     parse_time_param(name, text)
-}
-
-impl From<&LoadReport> for LoadBody {
-    fn from(report: &LoadReport) -> Self {
-        LoadBody {
-            server: report.server.to_string(),
-            at: report.at.to_rfc3339(),
-            by_minute: report.by_minute.iter().map(BucketBody::from).collect(),
-            by_hour: report.by_hour.iter().map(BucketBody::from).collect(),
-        }
-    }
 }
 
 /// `/load`'s and `/load/range`'s answers as JSON text, written without
@@ -415,7 +187,7 @@ impl From<&LoadReport> for LoadBody {
 /// benches/README.md). A bucket's extremes that equal its mean (every
 /// bucket of one sample) reuse the mean's digits.
 pub mod text {
-    use super::{Bucket, LoadReport, ServerName, Step, Timestamp};
+    use crate::model::{Bucket, LoadReport, ServerName, Step, Timestamp};
 
     /// Bytes a bucket takes at most, about: for the first allocation.
     const BUCKET_BYTES: usize = 200;
@@ -547,26 +319,6 @@ impl<'r> Responder<'r, 'static> for JsonText {
     }
 }
 
-/// One entry of `GET /api/v1/servers`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ServerBody {
-    name: String,
-    first_seen: Option<String>,
-    last_seen: Option<String>,
-    samples: u64,
-}
-
-impl From<ServerSummary> for ServerBody {
-    fn from(summary: ServerSummary) -> Self {
-        ServerBody {
-            name: summary.name,
-            first_seen: summary.first_seen.map(Timestamp::to_rfc3339),
-            last_seen: summary.last_seen.map(Timestamp::to_rfc3339),
-            samples: summary.samples,
-        }
-    }
-}
-
 /// Response of `GET /health`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthBody {
@@ -578,6 +330,7 @@ pub struct HealthBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Bucket, LoadReport, Step};
 
     fn bucket(start_ms: i64, values: Option<[f64; 6]>, samples: u64) -> Bucket {
         let mut bucket = Bucket::empty(Timestamp::from_millis(start_ms).unwrap());

@@ -76,11 +76,11 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("migration {name}: {source} failed")]
+    #[error("migration {name} failed: {source}")]
     Migration {
         name: &'static str,
         #[source]
-        source: rusqlite_migration::Error,
+        source: rusqlite::Error,
     },
     #[error(
         "the database has schema version {found}, but this sperform knows only up to version {supported}: it was written by a newer sperform; run that version or use another database file"

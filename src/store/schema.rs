@@ -4,7 +4,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::Connection;
-use rusqlite_migration::{M, MigrationDefinitionError, Migrations};
 
 use super::{StoreError, checkpoint};
 
@@ -93,11 +92,10 @@ pub fn init_reader(conn: &mut Connection) -> Result<(), rusqlite::Error> {
 }
 
 /// Brings the schema up to date, one migration per transaction. Returns the
-/// names of the migrations applied. Refuses a database made by a newer
-/// sperform rather than guess at its layout.
+/// names of the migrations applied, for the caller to log (nothing here
+/// logs, so each migration is one line at start-up). Refuses a database made
+/// by a newer sperform rather than guess at its layout.
 pub fn migrate(conn: &mut Connection) -> Result<Vec<&'static str>, StoreError> {
-    let steps: Vec<M<'static>> = MIGRATIONS.iter().map(|(_, sql)| M::up(sql)).collect();
-    let migrations = Migrations::new(steps);
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     // A negative version is none we ever wrote: treat it as unknown and newer.
     let current = usize::try_from(version).unwrap_or(usize::MAX);
@@ -108,24 +106,20 @@ pub fn migrate(conn: &mut Connection) -> Result<Vec<&'static str>, StoreError> {
         });
     }
     let mut applied = Vec::new();
-    for version in current + 1..=MIGRATIONS.len() {
-        migrations
-            .to_version(conn, version)
-            .map_err(|err| match err {
-                rusqlite_migration::Error::MigrationDefinition(
-                    MigrationDefinitionError::DatabaseTooFarAhead,
-                ) => StoreError::TooNew {
-                    found: current,
-                    supported: MIGRATIONS.len(),
-                },
-                source => StoreError::Migration {
-                    name: MIGRATIONS[version - 1].0,
-                    source,
-                },
-            })?;
-        applied.push(MIGRATIONS[version - 1].0);
+    for ((name, sql), version) in MIGRATIONS.iter().zip(1_u32..).skip(current) {
+        apply(conn, sql, version).map_err(|source| StoreError::Migration { name, source })?;
+        applied.push(*name);
     }
     Ok(applied)
+}
+
+/// Runs one migration and sets `user_version` to `version` in the same
+/// transaction, so a migration that fails leaves the database as it was.
+fn apply(conn: &mut Connection, sql: &str, version: u32) -> rusqlite::Result<()> {
+    let transaction = conn.transaction()?;
+    transaction.execute_batch(sql)?;
+    transaction.pragma_update(None, "user_version", version)?;
+    transaction.commit()
 }
 
 #[cfg(test)]
@@ -148,10 +142,13 @@ mod tests {
         assert_eq!(on_disk, listed);
     }
 
+    fn user_version(conn: &Connection) -> i64 {
+        conn.pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap()
+    }
+
     #[test]
-    fn migrations_validate_and_apply_to_an_empty_database() {
-        let steps: Vec<M<'static>> = MIGRATIONS.iter().map(|(_, sql)| M::up(sql)).collect();
-        Migrations::new(steps).validate().unwrap();
+    fn migrations_apply_to_an_empty_database() {
         let mut conn = Connection::open_in_memory().unwrap();
         assert_eq!(
             migrate(&mut conn).unwrap(),
@@ -163,6 +160,44 @@ mod tests {
                 "0005_server_seal"
             ]
         );
+        assert_eq!(user_version(&conn), 5);
         assert!(migrate(&mut conn).unwrap().is_empty());
+        assert_eq!(user_version(&conn), 5);
+    }
+
+    #[test]
+    fn a_failed_migration_leaves_the_database_as_it_was() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        // A table the first migration creates makes it fail half way.
+        conn.execute_batch("CREATE TABLE samples (x)").unwrap();
+        let err = migrate(&mut conn).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("migration 0001_initial failed: "),
+            "{err}"
+        );
+        assert_eq!(user_version(&conn), 0);
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 1);
+    }
+
+    #[test]
+    fn a_database_of_a_newer_schema_is_refused_untouched() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        assert!(matches!(
+            migrate(&mut conn),
+            Err(StoreError::TooNew {
+                found: 6,
+                supported: 5
+            })
+        ));
+        assert_eq!(user_version(&conn), 6);
     }
 }

@@ -603,7 +603,7 @@ mod tests {
             more: false,
         };
         assert_eq!(
-            retained.try_recv().ok().map(|answer| answer.ok()),
+            retained.try_recv().ok().map(Result::ok),
             Some(Some(expected))
         );
         let left: i64 = state

@@ -55,7 +55,7 @@ struct Agent {
 
 /// The agent binary with no `SPERFORM_*` setting from the environment.
 fn agent_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sperform-agent"));
+    let mut command = Command::new(crate::bins::sperform_agent());
     for (key, _) in std::env::vars_os() {
         let key_text = key.to_string_lossy();
         if key_text.starts_with("SPERFORM_") || key_text == "JOURNAL_STREAM" {

@@ -121,7 +121,7 @@ impl Browser {
             format!("--screenshot={}", path.display()),
             format!("--window-size={},{}", size.0, size.1),
         ];
-        flags.extend(extra.iter().map(|flag| flag.to_string()));
+        flags.extend(extra.iter().map(ToString::to_string));
         self.run(url, &flags);
         let png = std::fs::read(&path).unwrap();
         assert!(

@@ -315,6 +315,43 @@ fn sigint_stops_the_daemon_cleanly_too() {
     );
 }
 
+/// Start-up logs each migration it applies in one line (and only sperform
+/// logs it), and a restart on the same database applies none.
+#[test]
+fn each_migration_is_logged_once_and_only_on_the_first_start() {
+    let mut daemon = Daemon::start();
+    let log = daemon.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.to_lowercase().contains("migrat"))
+        .collect();
+    let db = daemon.db_path();
+    let expected: Vec<String> = [
+        "0001_initial",
+        "0002_rollups",
+        "0003_rollup_seal",
+        "0004_rollup_extremes",
+        "0005_server_seal",
+    ]
+    .iter()
+    .map(|name| format!("applied migration {name} to {}", db.display()))
+    .collect();
+    assert_eq!(lines.len(), expected.len(), "{log}");
+    for (line, expected) in lines.iter().zip(&expected) {
+        assert!(line.ends_with(expected.as_str()), "{line:?} in\n{log}");
+    }
+    daemon.signal("TERM");
+    assert!(
+        daemon.wait_for_exit(EXIT_TIMEOUT).success(),
+        "{}",
+        daemon.log()
+    );
+    daemon.restart();
+    let log = daemon.log();
+    assert!(!log.to_lowercase().contains("migrat"), "{log}");
+    assert!(log.contains("(schema version 5)"), "{log}");
+}
+
 #[test]
 fn a_request_whose_body_is_still_arriving_at_sigterm_is_finished() {
     let mut daemon = Daemon::start();

@@ -3,6 +3,7 @@
 //! is needed, the compiled binaries).
 #![allow(clippy::unwrap_used)]
 
+mod bins;
 mod support;
 
 mod auth;

@@ -120,8 +120,8 @@ fn hour_and_day_steps_agree_with_the_samples() {
         (
             inside.len() as u64,
             inside.iter().sum::<f64>() / inside.len() as f64,
-            inside.iter().cloned().fold(f64::INFINITY, f64::min),
-            inside.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+            inside.iter().copied().fold(f64::INFINITY, f64::min),
+            inside.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         )
     };
     for bucket in body["buckets"].as_array().unwrap() {

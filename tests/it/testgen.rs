@@ -11,7 +11,7 @@ use sperform::model::{HOUR_MS, MINUTE_MS, Timestamp};
 use crate::daemon::Daemon;
 
 fn testgen(daemon_url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_testgen"))
+    Command::new(crate::bins::testgen())
         .arg("--url")
         .arg(daemon_url)
         .args(args)

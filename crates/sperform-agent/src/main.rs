@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use log::LevelFilter;
-use sperform::model::ServerName;
+use sperform_model::model::ServerName;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::agent::Agent;

@@ -18,8 +18,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use sperform::model::{ServerName, Timestamp};
+use sperform_model::model::ServerName;
+use sperform_model::wire::BatchEntry;
 
 /// Most samples in one segment, and so in one request.
 pub const MAX_SEGMENT_SAMPLES: u64 = 1000;
@@ -27,45 +27,25 @@ pub const MAX_SEGMENT_SAMPLES: u64 = 1000;
 /// the oldest segment at the limit drops a small part of the backlog.
 const SEGMENT_SHARE: u64 = 16;
 
-/// One sample of one server, as spooled and sent: the library's own.
-pub use sperform::model::Sample;
+/// One sample of one server, as spooled and sent: the model's own.
+pub use sperform_model::model::Sample;
 
-/// A sample as JSON: one line of a segment, one entry of a batch request.
-#[derive(Serialize, Deserialize)]
-struct Wire<'a> {
-    server: &'a str,
-    cpu: f64,
-    ram: f64,
-    time: String,
-}
-
-impl<'a> Wire<'a> {
-    fn of(sample: &'a Sample) -> Wire<'a> {
-        Wire {
-            server: sample.server.as_str(),
-            cpu: sample.cpu,
-            ram: sample.ram,
-            time: sample.time.to_rfc3339(),
-        }
-    }
-}
-
-/// A sample as one line of a segment.
+/// A sample as one line of a segment: the batch endpoint's entry.
 fn to_line(sample: &Sample) -> Vec<u8> {
     // Serializing plain strings and finite numbers cannot fail.
-    let mut line = serde_json::to_vec(&Wire::of(sample)).unwrap_or_default();
+    let mut line = serde_json::to_vec(&BatchEntry::of(sample)).unwrap_or_default();
     line.push(b'\n');
     line
 }
 
 /// A segment's line back as a sample; `None` if it is not a valid one.
 fn from_line(line: &[u8]) -> Option<Sample> {
-    let wire: Wire<'_> = serde_json::from_slice(line).ok()?;
-    let cpu = sperform::model::parse_percent("cpu", wire.cpu).ok()?;
-    let ram = sperform::model::parse_percent("ram", wire.ram).ok()?;
+    let entry: BatchEntry = serde_json::from_slice(line).ok()?;
+    let cpu = sperform_model::model::parse_percent("cpu", entry.cpu).ok()?;
+    let ram = sperform_model::model::parse_percent("ram", entry.ram).ok()?;
     Some(Sample {
-        server: ServerName::parse(wire.server).ok()?,
-        time: Timestamp::parse_rfc3339(&wire.time).ok()?,
+        server: ServerName::parse(&entry.server).ok()?,
+        time: entry.time?.timestamp(),
         cpu,
         ram,
     })
@@ -73,8 +53,8 @@ fn from_line(line: &[u8]) -> Option<Sample> {
 
 /// The body of `POST /api/v1/samples` for `samples`.
 pub fn batch_body(samples: &[Sample]) -> Vec<u8> {
-    let wire: Vec<Wire<'_>> = samples.iter().map(Wire::of).collect();
-    serde_json::to_vec(&wire).unwrap_or_default()
+    let entries: Vec<BatchEntry> = samples.iter().map(BatchEntry::of).collect();
+    serde_json::to_vec(&entries).unwrap_or_default()
 }
 
 /// Whether a segment may be in the daemon's database already.
@@ -490,6 +470,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sperform_model::model::Timestamp;
 
     fn sample(index: i64) -> Sample {
         Sample {

@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::Value;
-use sperform::model::Timestamp;
+use sperform_model::model::Timestamp;
+use sperform_model::wire::{BucketBody, LoadBody};
 
 use crate::http::Stats;
 use crate::send::{Mode, Run};
-use crate::verify::{BucketAnswer, Difference, LoadAnswer, Verification};
+use crate::verify::{Difference, Verification};
 
 pub struct Summary<'a> {
     pub run: &'a Run,
@@ -260,19 +261,20 @@ struct JsonVerification<'a> {
 }
 
 /// A load report as JSON in the API's field order with one bucket per
-/// line: valid JSON, and about 90 lines instead of 500.
-pub fn report_json(report: &LoadAnswer) -> String {
+/// line, each bucket its means and count (not its extremes): valid JSON,
+/// and about 90 lines instead of 500.
+pub fn report_json(report: &LoadBody) -> String {
     let text = |value: &str| Value::String(value.to_owned()).to_string();
     let number = |value: Option<f64>| {
         value.map_or_else(|| "null".to_owned(), |v| Value::from(v).to_string())
     };
-    let buckets = |buckets: &[BucketAnswer]| {
+    let buckets = |buckets: &[BucketBody]| {
         let lines: Vec<String> = buckets
             .iter()
             .map(|b| {
                 format!(
                     "    {{\"start\": {}, \"cpu\": {}, \"ram\": {}, \"samples\": {}}}",
-                    text(&b.start),
+                    text(&b.start.0.to_rfc3339_seconds()),
                     number(b.cpu),
                     number(b.ram),
                     b.samples
@@ -297,32 +299,44 @@ pub fn report_json(report: &LoadAnswer) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sperform_model::wire::BucketStart;
+
+    fn bucket(start: &str, means: Option<(f64, f64)>, samples: u64) -> BucketBody {
+        BucketBody {
+            start: BucketStart(Timestamp::parse_rfc3339(start).unwrap()),
+            cpu: means.map(|(cpu, _)| cpu),
+            ram: means.map(|(_, ram)| ram),
+            cpu_min: means.map(|(cpu, _)| cpu - 1.0),
+            cpu_max: means.map(|(cpu, _)| cpu + 1.0),
+            ram_min: means.map(|(_, ram)| ram),
+            ram_max: means.map(|(_, ram)| ram),
+            samples,
+        }
+    }
 
     #[test]
-    fn the_compact_report_is_the_same_json() {
-        let report = LoadAnswer {
+    fn the_compact_report_is_the_answer_without_extremes() {
+        let report = LoadBody {
             server: "web-1".to_owned(),
             at: "2026-11-27T19:58:03Z".to_owned(),
             by_minute: vec![
-                BucketAnswer {
-                    start: "2026-11-27T19:57:00Z".to_owned(),
-                    cpu: Some(12.5),
-                    ram: Some(40.0),
-                    samples: 1,
-                },
-                BucketAnswer {
-                    start: "2026-11-27T19:58:00Z".to_owned(),
-                    cpu: None,
-                    ram: None,
-                    samples: 0,
-                },
+                bucket("2026-11-27T19:57:00Z", Some((12.5, 40.0)), 2),
+                bucket("2026-11-27T19:58:00Z", None, 0),
             ],
             by_hour: vec![],
         };
         let text = report_json(&report);
         assert_eq!(
             serde_json::from_str::<Value>(&text).unwrap(),
-            serde_json::to_value(&report).unwrap()
+            serde_json::json!({
+                "server": "web-1",
+                "at": "2026-11-27T19:58:03Z",
+                "by_minute": [
+                    {"start": "2026-11-27T19:57:00Z", "cpu": 12.5, "ram": 40.0, "samples": 2},
+                    {"start": "2026-11-27T19:58:00Z", "cpu": null, "ram": null, "samples": 0},
+                ],
+                "by_hour": [],
+            })
         );
         assert_eq!(text.lines().count(), 9, "{text}");
         assert!(

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use sperform::model::{ServerName, Timestamp};
+use sperform_model::model::{ServerName, Timestamp};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::api::{Api, Delivery, Outcome, Probe};

@@ -48,7 +48,7 @@ impl Log for Logger {
         } else {
             format!(
                 "{} {:<5} {}\n",
-                sperform::model::Timestamp::now(),
+                sperform_model::model::Timestamp::now(),
                 record.level(),
                 record.args()
             )

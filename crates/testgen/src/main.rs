@@ -21,7 +21,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::RngExt;
 use reqwest::Method;
-use sperform::model::{HOUR_MS, MAX_BATCH_LEN, MAX_CLOCK_SKEW_MS, Timestamp};
+use sperform_model::model::{HOUR_MS, MAX_BATCH_LEN, MAX_CLOCK_SKEW_MS, Timestamp};
 
 use crate::http::{Api, Stats};
 use crate::plan::Fleet;

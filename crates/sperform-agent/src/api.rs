@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use sperform::model::{MINUTE_MS, ServerName, Timestamp};
+use sperform_model::model::{MINUTE_MS, ServerName, Timestamp};
+use sperform_model::wire::LoadBody;
 
 use crate::spool::Sample;
 
@@ -278,12 +279,8 @@ enum Check {
 
 /// The `samples` of the last minute bucket of a load answer.
 fn last_minute_count(body: &[u8]) -> Option<u64> {
-    let load: serde_json::Value = serde_json::from_slice(body).ok()?;
-    load.get("by_minute")?
-        .as_array()?
-        .last()?
-        .get("samples")?
-        .as_u64()
+    let load: LoadBody = serde_json::from_slice(body).ok()?;
+    Some(load.by_minute.last()?.samples)
 }
 
 /// What an answer other than `2xx` means for a batch.

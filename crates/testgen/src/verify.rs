@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use indicatif::ProgressBar;
 use reqwest::Method;
-use serde::{Deserialize, Serialize};
-use sperform::model::{BucketWindow, Timestamp};
+use serde::Serialize;
+use sperform_model::model::{BucketWindow, Timestamp};
+use sperform_model::wire::{LoadBody, ServerBody};
 
 use crate::plan::Point;
 use crate::send::{Ledger, Run};
@@ -101,29 +102,6 @@ pub fn close_enough(expected: f64, got: f64) -> bool {
     }
 }
 
-/// The answer of `GET /api/v1/servers/<name>/load`, fields in API order.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct LoadAnswer {
-    pub server: String,
-    pub at: String,
-    pub by_minute: Vec<BucketAnswer>,
-    pub by_hour: Vec<BucketAnswer>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct BucketAnswer {
-    pub start: String,
-    pub cpu: Option<f64>,
-    pub ram: Option<f64>,
-    pub samples: u64,
-}
-
-#[derive(Debug, Deserialize)]
-struct ListEntry {
-    name: String,
-    samples: u64,
-}
-
 fn show(value: Option<f64>) -> String {
     value.map_or_else(|| "null".to_owned(), |v| v.to_string())
 }
@@ -136,7 +114,7 @@ pub fn compare_load(
     at: Timestamp,
     points: &[Point],
     body: &[u8],
-) -> (u64, Vec<Difference>, Option<LoadAnswer>) {
+) -> (u64, Vec<Difference>, Option<LoadBody>) {
     let mut differences = Vec::new();
     let mut differ = |view, start: Option<String>, field, expected: String, got: String| {
         let order = (index, differences.len());
@@ -150,7 +128,7 @@ pub fn compare_load(
             order,
         });
     };
-    let answer: LoadAnswer = match serde_json::from_slice(body) {
+    let answer: LoadBody = match serde_json::from_slice(body) {
         Ok(answer) => answer,
         Err(err) => {
             let body: String = String::from_utf8_lossy(body).chars().take(200).collect();
@@ -197,13 +175,13 @@ pub fn compare_load(
             checked += 1;
             let start = window.bucket_start(i);
             let label = Some(start.to_rfc3339_seconds());
-            if Timestamp::parse_rfc3339(&got.start).ok() != Some(start) {
+            if got.start.0 != start {
                 differ(
                     view,
                     label.clone(),
                     "start",
                     start.to_rfc3339_seconds(),
-                    got.start.clone(),
+                    got.start.0.to_rfc3339_seconds(),
                 );
             }
             if want.samples != got.samples {
@@ -242,7 +220,7 @@ pub struct Verification {
     /// The first few differences, in server order.
     pub first: Vec<Difference>,
     /// The first server's `/load` answer.
-    pub report: Option<LoadAnswer>,
+    pub report: Option<LoadBody>,
 }
 
 impl Verification {
@@ -314,7 +292,7 @@ pub async fn verify(
         match handle.await {
             Ok(result) => verification.merge(result),
             Err(err) => {
-                verification.add(vec![failure("load", format!("a verifier failed: {err}"))])
+                verification.add(vec![failure("load", format!("a verifier failed: {err}"))]);
             }
         }
     }
@@ -376,7 +354,7 @@ async fn check_server(
 /// Checks that `GET /api/v1/servers` lists every server of the run with
 /// the number of samples it was sent.
 async fn check_list(run: &Run, ledgers: &[Vec<Ledger>], verification: &mut Verification) {
-    let entries: Vec<ListEntry> = match run.api.request(Method::GET, "/api/v1/servers", None).await
+    let entries: Vec<ServerBody> = match run.api.request(Method::GET, "/api/v1/servers", None).await
     {
         Ok(answer) if answer.status.is_success() => match serde_json::from_slice(&answer.body) {
             Ok(entries) => entries,

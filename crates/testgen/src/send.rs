@@ -4,11 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset, SecondsFormat};
 use indicatif::ProgressBar;
 use reqwest::Method;
-use serde::Serialize;
-use sperform::model::Timestamp;
+use sperform_model::model::Timestamp;
+use sperform_model::wire::{BatchEntry, SampleBody, WireTime};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::http::{Api, Stats};
@@ -84,52 +83,18 @@ struct Item {
     point: Point,
 }
 
-/// A time in one of the forms the API accepts; testgen rotates through
-/// them so that each is exercised.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum WireTime {
-    Text(String),
-    Seconds(f64),
-}
-
-impl WireTime {
-    fn new(time: Timestamp, variant: u32) -> Self {
-        match variant % 3 {
-            0 => WireTime::Text(time.to_rfc3339()),
-            1 => match with_offset(time) {
-                Some(text) => WireTime::Text(text),
-                None => WireTime::Text(time.to_rfc3339()),
-            },
-            _ => WireTime::Seconds(time.millis() as f64 / 1000.0),
-        }
+/// The time of a sample in one of the forms the API accepts; testgen
+/// rotates through them so that each is exercised.
+fn wire_time(time: Timestamp, variant: u32) -> WireTime {
+    match variant % 3 {
+        0 => WireTime::Utc(time),
+        1 => WireTime::Offset(time, FIXED_OFFSET_S),
+        _ => WireTime::UnixSeconds(time),
     }
 }
 
-/// RFC 3339 at UTC+05:30, with milliseconds.
-fn with_offset(time: Timestamp) -> Option<String> {
-    let offset = FixedOffset::east_opt(5 * 3600 + 30 * 60)?;
-    let utc = DateTime::from_timestamp_millis(time.millis())?;
-    Some(
-        utc.with_timezone(&offset)
-            .to_rfc3339_opts(SecondsFormat::Millis, false),
-    )
-}
-
-#[derive(Serialize)]
-struct SampleBody {
-    cpu: f64,
-    ram: f64,
-    time: WireTime,
-}
-
-#[derive(Serialize)]
-struct BatchEntry {
-    server: String,
-    cpu: f64,
-    ram: f64,
-    time: WireTime,
-}
+/// UTC+05:30: an offset that is not a whole number of hours.
+const FIXED_OFFSET_S: i32 = 5 * 3600 + 30 * 60;
 
 struct Worker<'a> {
     run: &'a Run,
@@ -168,7 +133,7 @@ impl<'a> Worker<'a> {
             let body = SampleBody {
                 cpu: first.point.cpu,
                 ram: first.point.ram,
-                time: WireTime::new(first.point.time, first.index),
+                time: Some(wire_time(first.point.time, first.index)),
             };
             let path = format!("/api/v1/servers/{}/samples", self.name(first.server));
             (path, serde_json::to_vec(&body))
@@ -179,7 +144,7 @@ impl<'a> Worker<'a> {
                     server: self.name(item.server),
                     cpu: item.point.cpu,
                     ram: item.point.ram,
-                    time: WireTime::new(item.point.time, item.index),
+                    time: Some(wire_time(item.point.time, item.index)),
                 })
                 .collect();
             ("/api/v1/samples".to_owned(), serde_json::to_vec(&entries))
@@ -366,7 +331,7 @@ mod tests {
     #[test]
     fn times_take_every_accepted_form() {
         let time = Timestamp::parse_rfc3339("2026-11-27T19:58:03.250Z").unwrap();
-        let text = |variant| serde_json::to_string(&WireTime::new(time, variant)).unwrap();
+        let text = |variant| serde_json::to_string(&wire_time(time, variant)).unwrap();
         assert_eq!(text(0), "\"2026-11-27T19:58:03.250Z\"");
         assert_eq!(text(1), "\"2026-11-28T01:28:03.250+05:30\"");
         assert_eq!(text(2), "1795809483.25");

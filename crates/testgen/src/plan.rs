@@ -5,7 +5,7 @@
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
-use sperform::model::{BucketWindow, HOUR_MS, MINUTE_MS, ServerName, Timestamp};
+use sperform_model::model::{BucketWindow, HOUR_MS, MINUTE_MS, ServerName, Timestamp};
 
 const DAY_MS: i64 = 24 * HOUR_MS;
 
