@@ -18,9 +18,9 @@ use rocket::http::{ContentType, Header, Status};
 use rocket::request::Request;
 use rocket::response::{self, Responder, Response};
 
-use super::openapi::ErrorBody;
 use crate::config::Settings;
 use crate::error::ApiError;
+use crate::error::ErrorBody;
 use crate::model::ServerName;
 use crate::store::Store;
 

@@ -12,10 +12,17 @@ use chrono::DateTime;
 use rocket::State;
 use rocket::form::{Form, FromForm};
 use rocket::http::{ContentType, Status};
-use rocket::request::Request;
+use rocket::request::{FromParam, Request};
 use rocket::response::{self, Responder, Response};
+use serde::ser::{Error as _, SerializeTuple};
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+use utoipa::openapi::{RefOr, Schema};
 
 use super::auth::Read;
+use super::responses::{Unauthorized, UnsupportedMediaType};
+use crate::error::StoreFailure;
 use crate::model::Timestamp;
 use crate::store::{ServerSamples, Store, StoreError};
 use eval::{Labels, Outcome, Query, QueryError, Selector, Steps};
@@ -40,6 +47,27 @@ pub struct Params {
     matches: Vec<String>,
 }
 
+/// The parameters of the Prometheus-compatible endpoints, as a `POST` form
+/// body; a `GET` takes the same in its query string. Others are ignored.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PromParams {
+    /// A PromQL expression (`query`, `query_range`).
+    pub query: Option<String>,
+    /// The evaluation time of an instant query: RFC 3339 or Unix seconds;
+    /// now if left out.
+    pub time: Option<String>,
+    /// The start of a range query or of the metadata window: RFC 3339 or
+    /// Unix seconds.
+    pub start: Option<String>,
+    /// The end of a range query or of the metadata window.
+    pub end: Option<String>,
+    /// The resolution of a range query: a duration (`15s`, `1m`) or seconds.
+    pub step: Option<String>,
+    /// Series selectors (`labels`, `label/{name}/values`, `series`); repeatable.
+    #[serde(rename = "match[]")]
+    pub matches: Vec<String>,
+}
+
 #[utoipa::path(
     get,
     path = "/prometheus/api/v1/query",
@@ -50,8 +78,9 @@ pub struct Params {
         ("time" = inline(Option<String>), Query, description = "The evaluation time; now if left out. RFC 3339 or Unix seconds."),
     ),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        crate::api::openapi::PromQueryErrors,
+        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<QueryData>),
+        Unauthorized,
+        PromFailures,
     ),
     security((), ("read_token" = []))
 )]
@@ -65,10 +94,12 @@ pub async fn query_get(_auth: Read, params: Params, store: &State<Store>) -> Ans
     path = "/prometheus/api/v1/query",
     tag = "prometheus",
     summary = "PromQL instant query (form body)",
-    request_body(content = crate::api::openapi::PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
+    request_body(content = PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        crate::api::openapi::PromQueryErrors,
+        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<QueryData>),
+        Unauthorized,
+        UnsupportedMediaType,
+        PromFailures,
     ),
     security((), ("read_token" = []))
 )]
@@ -89,8 +120,9 @@ pub async fn query_post(_auth: Read, params: Form<Params>, store: &State<Store>)
         ("step" = String, Query, description = "The resolution: a duration (`15s`, `1m`) or a number of seconds", example = "1m"),
     ),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        crate::api::openapi::PromQueryErrors,
+        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<QueryData>),
+        Unauthorized,
+        PromFailures,
     ),
     security((), ("read_token" = []))
 )]
@@ -104,10 +136,12 @@ pub async fn query_range_get(_auth: Read, params: Params, store: &State<Store>) 
     path = "/prometheus/api/v1/query_range",
     tag = "prometheus",
     summary = "PromQL range query (form body)",
-    request_body(content = crate::api::openapi::PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
+    request_body(content = PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        crate::api::openapi::PromQueryErrors,
+        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<QueryData>),
+        Unauthorized,
+        UnsupportedMediaType,
+        PromFailures,
     ),
     security((), ("read_token" = []))
 )]
@@ -127,8 +161,9 @@ pub async fn query_range_post(_auth: Read, params: Form<Params>, store: &State<S
         ("end" = inline(Option<String>), Query, description = "Only series with samples at or before this time. RFC 3339 or Unix seconds."),
     ),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        crate::api::openapi::PromListErrors,
+        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<Vec<String>>),
+        Unauthorized,
+        PromFailures,
     ),
     security((), ("read_token" = []))
 )]
@@ -142,10 +177,12 @@ pub async fn labels_get(_auth: Read, params: Params, store: &State<Store>) -> An
     path = "/prometheus/api/v1/labels",
     tag = "prometheus",
     summary = "Label names (form body)",
-    request_body(content = crate::api::openapi::PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
+    request_body(content = PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        crate::api::openapi::PromListErrors,
+        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<Vec<String>>),
+        Unauthorized,
+        UnsupportedMediaType,
+        PromFailures,
     ),
     security((), ("read_token" = []))
 )]
@@ -166,14 +203,24 @@ pub async fn labels_post(_auth: Read, params: Form<Params>, store: &State<Store>
         ("end" = inline(Option<String>), Query, description = "Only series with samples at or before this time. RFC 3339 or Unix seconds."),
     ),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        crate::api::openapi::PromListErrors,
+        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<Vec<String>>),
+        Unauthorized,
+        PromFailures,
     ),
     security((), ("read_token" = []))
 )]
 #[rocket::get("/label/<name>/values?<params..>")]
-pub async fn label_values(_auth: Read, name: &str, params: Params, store: &State<Store>) -> Answer {
-    Answer::from(values_of_label(store, name, params).await)
+pub async fn label_values(
+    _auth: Read,
+    name: Result<LabelName, PromError>,
+    params: Params,
+    store: &State<Store>,
+) -> Answer {
+    let values = match name {
+        Ok(name) => values_of_label(store, name, params).await,
+        Err(err) => Err(err),
+    };
+    Answer::from(values)
 }
 
 #[utoipa::path(
@@ -187,8 +234,9 @@ pub async fn label_values(_auth: Read, name: &str, params: Params, store: &State
         ("end" = inline(Option<String>), Query, description = "Only series with samples at or before this time. RFC 3339 or Unix seconds."),
     ),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        crate::api::openapi::PromListErrors,
+        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<Vec<SeriesLabels>>),
+        Unauthorized,
+        PromFailures,
     ),
     security((), ("read_token" = []))
 )]
@@ -202,10 +250,12 @@ pub async fn series_get(_auth: Read, params: Params, store: &State<Store>) -> An
     path = "/prometheus/api/v1/series",
     tag = "prometheus",
     summary = "Series matching selectors (form body)",
-    request_body(content = crate::api::openapi::PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
+    request_body(content = PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        crate::api::openapi::PromListErrors,
+        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<Vec<SeriesLabels>>),
+        Unauthorized,
+        UnsupportedMediaType,
+        PromFailures,
     ),
     security((), ("read_token" = []))
 )]
@@ -220,19 +270,139 @@ pub async fn series_post(_auth: Read, params: Form<Params>, store: &State<Store>
     tag = "prometheus",
     summary = "Build information, as Prometheus reports it",
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
+        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<BuildInfo>),
+        Unauthorized,
     ),
     security((), ("read_token" = []))
 )]
 #[rocket::get("/status/buildinfo")]
 pub fn buildinfo(_auth: Read) -> Answer {
-    Answer::from(Ok(format!(
-        r#"{{"version":{},"revision":{},"branch":"","buildUser":"","buildDate":"","goVersion":""}}"#,
-        json_string(PROMETHEUS_VERSION),
-        json_string(&format!("sperform {}", env!("CARGO_PKG_VERSION"))),
-    )))
+    Answer::from(Ok(BuildInfo {
+        version: PROMETHEUS_VERSION,
+        revision: format!("sperform {}", env!("CARGO_PKG_VERSION")),
+        branch: "",
+        build_user: "",
+        build_date: "",
+        go_version: "",
+    }))
 }
+
+/// A successful answer, in Prometheus's envelope: `{"status": "success",
+/// "data": ...}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PromSuccessBody<T> {
+    /// Always `success`.
+    #[schema(value_type = String, examples("success"))]
+    status: &'static str,
+    data: T,
+}
+
+/// A failure, in Prometheus's envelope.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromErrorBody {
+    /// Always `error`.
+    #[schema(value_type = String, examples("error"))]
+    status: &'static str,
+    /// `bad_data` (400: a bad parameter or unsupported PromQL),
+    /// `execution` (422), `unavailable` (503) or `internal` (500).
+    #[schema(value_type = String, examples("bad_data"))]
+    error_type: &'static str,
+    /// What went wrong.
+    error: String,
+}
+
+/// The result of a query: `{"resultType": ..., "result": ...}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+pub enum QueryData {
+    /// A number (an instant query of a scalar expression).
+    Scalar(Point),
+    /// One point per series (an instant query).
+    Vector(Vec<InstantSeries>),
+    /// Points at every step per series (a range query).
+    Matrix(Vec<RangeSeries>),
+}
+
+/// A series' labels and its value at the evaluation time.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct InstantSeries {
+    #[schema(value_type = HashMap<String, String>)]
+    metric: Labels,
+    value: Point,
+}
+
+/// A series' labels and its values at each step.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RangeSeries {
+    #[schema(value_type = HashMap<String, String>)]
+    metric: Labels,
+    values: Vec<Point>,
+}
+
+/// A series' label set, as `series` lists it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = HashMap<String, String>)]
+pub struct SeriesLabels(Labels);
+
+/// What `status/buildinfo` answers, in Prometheus's field names.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildInfo {
+    /// The Prometheus version whose API this follows.
+    #[schema(value_type = String)]
+    version: &'static str,
+    /// `sperform` and its version.
+    revision: String,
+    #[schema(value_type = String)]
+    branch: &'static str,
+    #[schema(value_type = String)]
+    build_user: &'static str,
+    #[schema(value_type = String)]
+    build_date: &'static str,
+    #[schema(value_type = String)]
+    go_version: &'static str,
+}
+
+/// `[<Unix seconds>, "<value>"]`, both as Prometheus writes them: the time
+/// a number with the milliseconds, if any, as three digits, the value a
+/// string (`NaN`, `+Inf` included).
+#[derive(Debug, Clone, Copy)]
+pub struct Point {
+    time_ms: i64,
+    value: f64,
+}
+
+impl Serialize for Point {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // A float would drop the trailing zeros of `1700000000.050`.
+        let time = RawValue::from_string(timestamp(self.time_ms)).map_err(S::Error::custom)?;
+        let mut pair = serializer.serialize_tuple(2)?;
+        pair.serialize_element(&time)?;
+        pair.serialize_element(&format_value(self.value))?;
+        pair.end()
+    }
+}
+
+impl utoipa::PartialSchema for Point {
+    fn schema() -> RefOr<Schema> {
+        ArrayBuilder::new()
+            .description(Some(
+                "`[<Unix seconds>, \"<value>\"]`: the time a number, the value a string",
+            ))
+            .items(
+                OneOfBuilder::new()
+                    .item(ObjectBuilder::new().schema_type(Type::Number))
+                    .item(ObjectBuilder::new().schema_type(Type::String)),
+            )
+            .min_items(Some(2))
+            .max_items(Some(2))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Point {}
 
 /// A failure in Prometheus's terms: its `errorType` and HTTP status.
 #[derive(Debug, Clone, PartialEq)]
@@ -254,6 +424,14 @@ impl PromError {
     fn invalid_parameter(name: &str, message: &str) -> Self {
         Self::bad_data(format!("invalid parameter {name:?}: {message}"))
     }
+
+    fn internal() -> Self {
+        PromError {
+            status: Status::InternalServerError,
+            error_type: "internal",
+            message: "the database failed; see the daemon's log".to_owned(),
+        }
+    }
 }
 
 impl From<QueryError> for PromError {
@@ -271,47 +449,86 @@ impl From<QueryError> for PromError {
 
 impl From<StoreError> for PromError {
     fn from(err: StoreError) -> Self {
-        if err.is_transient() {
-            PromError {
-                status: Status::ServiceUnavailable,
-                error_type: "unavailable",
-                message: format!("the database is busy, try again: {err}"),
-            }
-        } else {
-            log::error!("a Prometheus API read failed: {err}");
-            PromError {
-                status: Status::InternalServerError,
-                error_type: "internal",
-                message: "the database failed; see the daemon's log".to_owned(),
-            }
+        match StoreFailure::classify(err) {
+            StoreFailure::Internal(_) => PromError::internal(),
+            StoreFailure::QueueFull => PromError::unavailable(&StoreError::QueueFull),
+            StoreFailure::ShuttingDown => PromError::unavailable(&StoreError::WriterStopped),
+            StoreFailure::Transient(err) => PromError::unavailable(&err),
         }
     }
 }
 
-/// A response in Prometheus's envelope: `{"status":"success","data":..}`
-/// or `{"status":"error","errorType":..,"error":..}`.
-pub struct Answer {
-    status: Status,
-    body: String,
+impl PromError {
+    fn unavailable(err: &StoreError) -> Self {
+        PromError {
+            status: Status::ServiceUnavailable,
+            error_type: "unavailable",
+            message: format!("the database is busy, try again: {err}"),
+        }
+    }
 }
 
-impl From<Result<String, PromError>> for Answer {
-    fn from(result: Result<String, PromError>) -> Self {
-        match result {
-            Ok(data) => Answer {
+/// The errors of the Prometheus-compatible routes, in Prometheus's
+/// envelope, for the OpenAPI document. Documentation only: never
+/// constructed.
+#[allow(dead_code, reason = "documentation only: never constructed")]
+#[derive(utoipa::IntoResponses)]
+pub enum PromFailures {
+    /// `bad_data`: a bad parameter, or PromQL that is malformed or not supported
+    #[response(status = 400)]
+    BadData(PromErrorBody),
+    /// `execution`: the query cannot run as asked (too many series or samples, or a result with duplicate label sets)
+    #[response(status = 422)]
+    Execution(PromErrorBody),
+    /// `unavailable`: the database is busy; try again
+    #[response(status = 503)]
+    Unavailable(PromErrorBody),
+    /// `internal`: storage failure; see the daemon's log
+    #[response(status = 500)]
+    Internal(PromErrorBody),
+}
+
+/// A response in Prometheus's envelope: `PromSuccessBody` or
+/// `PromErrorBody`, serialised.
+pub struct Answer {
+    status: Status,
+    body: Vec<u8>,
+}
+
+impl<T: Serialize> From<Result<T, PromError>> for Answer {
+    fn from(result: Result<T, PromError>) -> Self {
+        let success = result.and_then(|data| {
+            serde_json::to_vec(&PromSuccessBody {
+                status: "success",
+                data,
+            })
+            .map_err(|err| {
+                log::error!("could not serialise a Prometheus API answer: {err}");
+                PromError::internal()
+            })
+        });
+        match success {
+            Ok(body) => Answer {
                 status: Status::Ok,
-                body: format!(r#"{{"status":"success","data":{data}}}"#),
+                body,
             },
             Err(err) => Answer {
                 status: err.status,
-                body: format!(
-                    r#"{{"status":"error","errorType":{},"error":{}}}"#,
-                    json_string(err.error_type),
-                    json_string(&err.message)
-                ),
+                body: error_body(err),
             },
         }
     }
+}
+
+/// `PromErrorBody` of `err`, serialised.
+fn error_body(err: PromError) -> Vec<u8> {
+    let body = PromErrorBody {
+        status: "error",
+        error_type: err.error_type,
+        error: err.message,
+    };
+    // A struct of strings always serialises; the fallback is never sent.
+    serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"status\":\"error\"}".to_vec())
 }
 
 impl<'r> Responder<'r, 'static> for Answer {
@@ -324,40 +541,35 @@ impl<'r> Responder<'r, 'static> for Answer {
     }
 }
 
-async fn instant_query(store: &Store, params: Params) -> Result<String, PromError> {
+async fn instant_query(store: &Store, params: Params) -> Result<QueryData, PromError> {
     let query = parse_query(params.query.as_deref())?;
     let time = match params.time.as_deref() {
         Some(text) => parse_time("time", text)?,
         None => Timestamp::now().millis(),
     };
     let steps = Steps::instant(time);
-    let result = match run(store, query, steps).await? {
-        Outcome::Scalar(values) => format!(
-            r#"{{"resultType":"scalar","result":{}}}"#,
-            point(time, values.first().copied().unwrap_or(f64::NAN))
-        ),
-        Outcome::Series(series) => {
-            let items: Vec<String> = series
-                .iter()
+    let data = match run(store, query, steps).await? {
+        Outcome::Scalar(values) => QueryData::Scalar(Point {
+            time_ms: time,
+            value: values.first().copied().unwrap_or(f64::NAN),
+        }),
+        Outcome::Series(series) => QueryData::Vector(
+            series
+                .into_iter()
                 .filter_map(|series| {
-                    let &(time, value) = series.points.first()?;
-                    Some(format!(
-                        r#"{{"metric":{},"value":{}}}"#,
-                        labels_json(&series.labels),
-                        point(time, value)
-                    ))
+                    let &(time_ms, value) = series.points.first()?;
+                    Some(InstantSeries {
+                        metric: series.labels,
+                        value: Point { time_ms, value },
+                    })
                 })
-                .collect();
-            format!(
-                r#"{{"resultType":"vector","result":[{}]}}"#,
-                items.join(",")
-            )
-        }
+                .collect(),
+        ),
     };
-    Ok(result)
+    Ok(data)
 }
 
-async fn range_query(store: &Store, params: Params) -> Result<String, PromError> {
+async fn range_query(store: &Store, params: Params) -> Result<QueryData, PromError> {
     let query = parse_query(params.query.as_deref())?;
     let start = parse_time("start", params.start.as_deref().unwrap_or(""))?;
     let end = parse_time("end", params.end.as_deref().unwrap_or(""))?;
@@ -374,24 +586,18 @@ async fn range_query(store: &Store, params: Params) -> Result<String, PromError>
         }],
         Outcome::Series(series) => series,
     };
-    let items: Vec<String> = series
-        .iter()
-        .map(|series| {
-            let points: Vec<String> = series
-                .points
-                .iter()
-                .map(|&(time, value)| point(time, value))
-                .collect();
-            format!(
-                r#"{{"metric":{},"values":[{}]}}"#,
-                labels_json(&series.labels),
-                points.join(",")
-            )
-        })
-        .collect();
-    Ok(format!(
-        r#"{{"resultType":"matrix","result":[{}]}}"#,
-        items.join(",")
+    Ok(QueryData::Matrix(
+        series
+            .into_iter()
+            .map(|series| RangeSeries {
+                metric: series.labels,
+                values: series
+                    .points
+                    .into_iter()
+                    .map(|(time_ms, value)| Point { time_ms, value })
+                    .collect(),
+            })
+            .collect(),
     ))
 }
 
@@ -416,40 +622,57 @@ async fn run(store: &Store, query: Query, steps: Steps) -> Result<Outcome, PromE
     };
     let outcome = tokio::task::spawn_blocking(move || query.evaluate(&data, &steps))
         .await
-        .map_err(|err| PromError::from(StoreError::Task(err.to_string())))??;
+        .map_err(|err| {
+            log::error!("a Prometheus API query failed: {err}");
+            PromError::internal()
+        })??;
     Ok(outcome)
 }
 
-async fn label_names(store: &Store, params: Params) -> Result<String, PromError> {
+async fn label_names(store: &Store, params: Params) -> Result<Vec<String>, PromError> {
     let series = selected_series(store, &params.matches, false).await?;
-    let mut names: Vec<&String> = series.iter().flat_map(|labels| labels.keys()).collect();
+    let mut names: Vec<String> = series.into_iter().flat_map(Labels::into_keys).collect();
     names.sort();
     names.dedup();
-    let names: Vec<String> = names.into_iter().map(|name| json_string(name)).collect();
-    Ok(format!("[{}]", names.join(",")))
+    Ok(names)
 }
 
-async fn values_of_label(store: &Store, name: &str, params: Params) -> Result<String, PromError> {
-    let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
-        return Err(PromError::bad_data(format!("invalid label name: {name:?}")));
-    }
+async fn values_of_label(
+    store: &Store,
+    name: LabelName,
+    params: Params,
+) -> Result<Vec<String>, PromError> {
     let series = selected_series(store, &params.matches, false).await?;
-    let mut values: Vec<&String> = series
-        .iter()
-        .filter_map(|labels| labels.get(name))
+    let mut values: Vec<String> = series
+        .into_iter()
+        .filter_map(|mut labels| labels.remove(&name.0))
         .collect();
     values.sort();
     values.dedup();
-    let values: Vec<String> = values.into_iter().map(|value| json_string(value)).collect();
-    Ok(format!("[{}]", values.join(",")))
+    Ok(values)
 }
 
-async fn series(store: &Store, params: Params) -> Result<String, PromError> {
+async fn series(store: &Store, params: Params) -> Result<Vec<SeriesLabels>, PromError> {
     let series = selected_series(store, &params.matches, true).await?;
-    let items: Vec<String> = series.iter().map(labels_json).collect();
-    Ok(format!("[{}]", items.join(",")))
+    Ok(series.into_iter().map(SeriesLabels).collect())
+}
+
+/// A label name from the path: a letter or `_`, then letters, digits and
+/// `_`.
+#[derive(Debug)]
+pub struct LabelName(String);
+
+impl<'a> FromParam<'a> for LabelName {
+    type Error = PromError;
+
+    fn from_param(name: &'a str) -> Result<Self, PromError> {
+        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(PromError::bad_data(format!("invalid label name: {name:?}")));
+        }
+        Ok(LabelName(name.to_owned()))
+    }
 }
 
 /// The stored series the `match[]` selectors select (every series when
@@ -529,11 +752,6 @@ pub fn parse_step(text: &str) -> Result<i64, PromError> {
     i64::try_from(duration.as_millis()).map_err(|_| invalid())
 }
 
-/// `[<Unix seconds>, "<value>"]`, both as Prometheus writes them.
-fn point(time_ms: i64, value: f64) -> String {
-    format!("[{},\"{}\"]", timestamp(time_ms), format_value(value))
-}
-
 /// Unix seconds with the milliseconds, if any, as three digits
 /// (`1700000000`, `1700000000.250`), as Prometheus writes them.
 pub fn timestamp(time_ms: i64) -> String {
@@ -559,18 +777,6 @@ pub fn format_value(value: f64) -> String {
     } else {
         format!("{value}")
     }
-}
-
-fn labels_json(labels: &Labels) -> String {
-    let pairs: Vec<String> = labels
-        .iter()
-        .map(|(name, value)| format!("{}:{}", json_string(name), json_string(value)))
-        .collect();
-    format!("{{{}}}", pairs.join(","))
-}
-
-fn json_string(text: &str) -> String {
-    serde_json::Value::from(text).to_string()
 }
 
 #[cfg(test)]
@@ -611,6 +817,7 @@ mod tests {
 
     #[test]
     fn points_are_written_as_prometheus_writes_them() {
+        let point = |time_ms, value| serde_json::to_string(&Point { time_ms, value }).unwrap();
         assert_eq!(point(1_700_000_000_000, 65.0), "[1700000000,\"65\"]");
         assert_eq!(point(1_700_000_000_050, 12.5), "[1700000000.050,\"12.5\"]");
         assert_eq!(format_value(0.1 + 0.2), "0.30000000000000004");
