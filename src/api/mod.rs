@@ -8,7 +8,7 @@ mod health;
 pub mod metrics;
 mod openapi;
 mod overview;
-mod params;
+pub(crate) mod params;
 pub mod prometheus;
 mod responses;
 mod samples;

@@ -12,7 +12,11 @@ use utoipa::openapi::{ContentBuilder, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::overview::{OverviewBody, ServerOverviewBody};
-use super::prometheus::{PromErrorBody, PromParams};
+use super::params::TimeText;
+use super::prometheus::{
+    PromErrorBody, PromListForm, PromQueryForm, PromRangeForm, PromSeriesForm, SelectorText,
+    Selectors,
+};
 use super::wire::{
     BatchEntry, BucketBody, HealthBody, LoadBody, RangeBody, SampleBody, ServerBody,
 };
@@ -72,7 +76,13 @@ are open. `/health`, the dashboard pages and this document never need one.";
         ServerOverviewBody,
         HealthBody,
         PromErrorBody,
-        PromParams,
+        PromQueryForm,
+        PromRangeForm,
+        PromListForm,
+        PromSeriesForm,
+        SelectorText,
+        Selectors,
+        TimeText,
     )),
     modifiers(&Security),
     tags(

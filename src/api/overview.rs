@@ -7,7 +7,7 @@ use rocket::serde::json::Json;
 use serde::Serialize;
 
 use super::auth::Read;
-use super::params::Query;
+use super::params::{Query, QueryParam, TimeText};
 use super::responses::{Internal, Invalid, Unauthorized, Unavailable};
 use crate::error::ApiError;
 use crate::model::{BucketWindow, Timestamp};
@@ -48,7 +48,7 @@ impl From<ServerOverview> for ServerOverviewBody {
     path = "/api/v1/overview",
     tag = "read",
     summary = "Every server's last 60 minutes",
-    params(("at" = inline(Option<String>), Query, description = "The end of the hour; now if left out. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z")),
+    params(("at" = inline(Option<TimeText>), Query, description = "The end of the hour; now if left out. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z")),
     responses(
         (status = 200, description = "Every server's latest sample time and 60 minute means", body = OverviewBody),
         Unauthorized,
@@ -61,10 +61,10 @@ impl From<ServerOverview> for ServerOverviewBody {
 #[rocket::get("/overview?<at>")]
 pub async fn overview(
     _auth: Read,
-    at: Option<Query<Timestamp>>,
+    at: QueryParam<'_, Timestamp>,
     store: &State<Store>,
 ) -> Result<Json<OverviewBody>, ApiError> {
-    let at = Query::or(at, Timestamp::now())?;
+    let at = Query::or(at, "at", Timestamp::now())?;
     let servers = store.overview(at).await?;
     Ok(Json(OverviewBody {
         at: at.to_rfc3339(),

@@ -3,15 +3,17 @@
 use rocket::State;
 use rocket::data::Data;
 use rocket::response::status::NoContent;
+use utoipa::openapi::schema::{ArrayBuilder, Ref};
+use utoipa::openapi::{RefOr, Schema};
 
 use super::auth::Ingest;
 use super::params::{Server, ServerPath};
 use super::responses::{Internal, Invalid, MalformedBody, TooLarge, Unauthorized, Unavailable};
-use super::wire::{BatchEntry, SampleBody};
+use super::wire::SampleBody;
 use super::{read_body, wire};
 use crate::config::Settings;
 use crate::error::ApiError;
-use crate::model::{TimePolicy, Timestamp};
+use crate::model::{MAX_BATCH_LEN, TimePolicy, Timestamp};
 use crate::store::Store;
 
 /// Largest body for one sample.
@@ -58,7 +60,7 @@ pub async fn post_sample(
     tag = "ingest",
     summary = "Report many samples",
     description = "Stores all of the batch or nothing. A refusal names the index of the first bad entry.",
-    request_body(content = Vec<BatchEntry>, description = "1 to 10,000 samples of any servers (at most 4 MiB)"),
+    request_body(content = Batch, description = "1 to 10,000 samples of any servers (at most 4 MiB)"),
     responses(
         (status = 204, description = "All stored (committed in one transaction)"),
         MalformedBody,
@@ -82,6 +84,22 @@ pub async fn post_batch(
     store.insert(samples).await?;
     Ok(NoContent)
 }
+
+/// The body of `POST /api/v1/samples` as the OpenAPI document shows it:
+/// 1 to `MAX_BATCH_LEN` entries.
+struct Batch;
+
+impl utoipa::PartialSchema for Batch {
+    fn schema() -> RefOr<Schema> {
+        ArrayBuilder::new()
+            .items(Ref::from_schema_name("BatchEntry"))
+            .min_items(Some(1))
+            .max_items(Some(MAX_BATCH_LEN))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Batch {}
 
 fn time_policy(settings: &Settings) -> TimePolicy {
     TimePolicy::new(Timestamp::now(), settings.retention_ms())

@@ -5,7 +5,7 @@ use rocket::response::status::NoContent;
 use rocket::serde::json::Json;
 
 use super::auth::{Ingest, Read};
-use super::params::{Query, Server, ServerPath};
+use super::params::{Query, QueryParam, Server, ServerPath, TimeText};
 use super::responses::{Internal, Invalid, Unauthorized, Unavailable, UnknownServer};
 use super::wire::{self, JsonText, LoadBody, RangeBody, ServerBody};
 use crate::config::Settings;
@@ -40,7 +40,7 @@ pub async fn list(_auth: Read, store: &State<Store>) -> Result<Json<Vec<ServerBo
     description = "60 one-minute and 24 one-hour buckets, oldest first, the last of each holding `at`; only samples at or before `at` count.",
     params(
         ServerPath,
-        ("at" = inline(Option<String>), Query, description = "The end of the views; now if left out. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z"),
+        ("at" = inline(Option<TimeText>), Query, description = "The end of the views; now if left out. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z"),
     ),
     responses(
         (status = 200, description = "The two views", body = LoadBody),
@@ -56,11 +56,11 @@ pub async fn list(_auth: Read, store: &State<Store>) -> Result<Json<Vec<ServerBo
 pub async fn load(
     _auth: Read,
     name: Result<Server, ApiError>,
-    at: Option<Query<Timestamp>>,
+    at: QueryParam<'_, Timestamp>,
     store: &State<Store>,
 ) -> Result<JsonText, ApiError> {
     let Server(server) = name?;
-    let at = Query::or(at, Timestamp::now())?;
+    let at = Query::or(at, "at", Timestamp::now())?;
     let report = store.load(server.clone(), at).await?;
     let report = report.ok_or_else(|| unknown_server(&server))?;
     Ok(JsonText(wire::text::load(&report)))
@@ -74,9 +74,9 @@ pub async fn load(
     description = "Buckets aligned to multiples of `step` since the Unix epoch (UTC), covering `[from, to]`, oldest first and dense (empty ones with `null`s). At most 1,500 buckets; `from` before `to` and within the retention period.",
     params(
         ServerPath,
-        ("from" = String, Query, description = "Required: the start of the range. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z"),
-        ("to" = String, Query, description = "Required: the end of the range, after `from`; only samples at or before it count. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z"),
-        ("step" = String, Query, description = "Required: the bucket width, one of `1m 5m 10m 15m 30m 1h 6h 12h 1d`, or a number of seconds that makes whole minutes (`300` is `5m`).", example = "5m"),
+        ("from" = inline(TimeText), Query, description = "Required: the start of the range. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z"),
+        ("to" = inline(TimeText), Query, description = "Required: the end of the range, after `from`; only samples at or before it count. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z"),
+        ("step" = String, Query, description = "Required: the bucket width, one of `1m 5m 10m 15m 30m 1h 6h 12h 1d`, or a number of seconds that makes whole minutes (`300` is `5m`).", example = "5m", pattern = r"^(1m|5m|10m|15m|30m|1h|6h|12h|1d|[1-9][0-9]{0,7})$"),
     ),
     responses(
         (status = 200, description = "The buckets", body = RangeBody),
@@ -92,9 +92,9 @@ pub async fn load(
 pub async fn range(
     _auth: Read,
     name: Result<Server, ApiError>,
-    from: Option<Query<Timestamp>>,
-    to: Option<Query<Timestamp>>,
-    step: Option<Query<Step>>,
+    from: QueryParam<'_, Timestamp>,
+    to: QueryParam<'_, Timestamp>,
+    step: QueryParam<'_, Step>,
     store: &State<Store>,
     settings: &State<Settings>,
 ) -> Result<JsonText, ApiError> {

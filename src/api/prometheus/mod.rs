@@ -17,10 +17,11 @@ use rocket::response::{self, Responder, Response};
 use serde::ser::{Error as _, SerializeTuple};
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Ref, Type};
 use utoipa::openapi::{RefOr, Schema};
 
 use super::auth::Read;
+use super::params::TimeText;
 use super::responses::{Unauthorized, UnsupportedMediaType};
 use crate::error::StoreFailure;
 use crate::model::Timestamp;
@@ -47,25 +48,91 @@ pub struct Params {
     matches: Vec<String>,
 }
 
-/// The parameters of the Prometheus-compatible endpoints, as a `POST` form
-/// body; a `GET` takes the same in its query string. Others are ignored.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PromParams {
-    /// A PromQL expression (`query`, `query_range`).
-    pub query: Option<String>,
-    /// The evaluation time of an instant query: RFC 3339 or Unix seconds;
-    /// now if left out.
-    pub time: Option<String>,
-    /// The start of a range query or of the metadata window: RFC 3339 or
-    /// Unix seconds.
-    pub start: Option<String>,
-    /// The end of a range query or of the metadata window.
-    pub end: Option<String>,
-    /// The resolution of a range query: a duration (`15s`, `1m`) or seconds.
-    pub step: Option<String>,
-    /// Series selectors (`labels`, `label/{name}/values`, `series`); repeatable.
-    #[serde(rename = "match[]")]
-    pub matches: Vec<String>,
+/// A series selector such as `sperform_cpu_percent{server=~"web-.*"}`, as
+/// the OpenAPI document shows it.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, min_length = 1)]
+pub struct SelectorText(#[allow(dead_code, reason = "documentation only")] String);
+
+/// The `match[]` field of a form body: one selector or more (a form field
+/// given once is a list of one).
+pub struct Selectors;
+
+impl utoipa::PartialSchema for Selectors {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(Ref::from_schema_name("SelectorText"))
+            .item(
+                ArrayBuilder::new()
+                    .items(Ref::from_schema_name("SelectorText"))
+                    .min_items(Some(1)),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Selectors {}
+
+/// The form body of `POST query`, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "documentation only: never constructed")]
+pub struct PromQueryForm {
+    /// A PromQL expression over `sperform_cpu_percent` and
+    /// `sperform_ram_percent` (label `server`).
+    #[schema(min_length = 1)]
+    query: String,
+    /// The evaluation time; now if left out.
+    #[schema(required = false)]
+    time: TimeText,
+}
+
+/// The form body of `POST query_range`, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "documentation only: never constructed")]
+pub struct PromRangeForm {
+    /// A PromQL expression over `sperform_cpu_percent` and
+    /// `sperform_ram_percent` (label `server`).
+    #[schema(min_length = 1)]
+    query: String,
+    /// The start of the range.
+    start: TimeText,
+    /// The end of the range.
+    end: TimeText,
+    /// The resolution: a duration (`15s`, `1m`) or a number of seconds.
+    #[schema(pattern = r"^([1-9][0-9]{0,5}|([1-9][0-9]{0,3}(s|m|h|d))+)$")]
+    step: String,
+}
+
+/// The form body of `POST labels`, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "documentation only: never constructed")]
+pub struct PromListForm {
+    /// Series selectors; every series if left out.
+    #[schema(rename = "match[]", required = false, value_type = Selectors)]
+    matches: Vec<String>,
+    /// Accepted, as Prometheus takes it, and ignored: the series of every
+    /// time are listed.
+    #[schema(required = false)]
+    start: String,
+    /// Accepted and ignored, as `start`.
+    #[schema(required = false)]
+    end: String,
+}
+
+/// The form body of `POST series`, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "documentation only: never constructed")]
+pub struct PromSeriesForm {
+    /// Series selectors; at least one.
+    #[schema(rename = "match[]", value_type = Selectors)]
+    matches: Vec<String>,
+    /// Accepted, as Prometheus takes it, and ignored: the series of every
+    /// time are listed.
+    #[schema(required = false)]
+    start: String,
+    /// Accepted and ignored, as `start`.
+    #[schema(required = false)]
+    end: String,
 }
 
 #[utoipa::path(
@@ -74,8 +141,8 @@ pub struct PromParams {
     tag = "prometheus",
     summary = "PromQL instant query",
     params(
-        ("query" = String, Query, description = "A PromQL expression over `sperform_cpu_percent` and `sperform_ram_percent` (label `server`)", example = "avg_over_time(sperform_cpu_percent{server=\"web-1\"}[5m])"),
-        ("time" = inline(Option<String>), Query, description = "The evaluation time; now if left out. RFC 3339 or Unix seconds."),
+        ("query" = String, Query, description = "A PromQL expression over `sperform_cpu_percent` and `sperform_ram_percent` (label `server`)", example = "avg_over_time(sperform_cpu_percent{server=\"web-1\"}[5m])", min_length = 1),
+        ("time" = inline(Option<TimeText>), Query, description = "The evaluation time; now if left out. RFC 3339 or Unix seconds."),
     ),
     responses(
         (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<QueryData>),
@@ -94,7 +161,7 @@ pub async fn query_get(_auth: Read, params: Params, store: &State<Store>) -> Ans
     path = "/prometheus/api/v1/query",
     tag = "prometheus",
     summary = "PromQL instant query (form body)",
-    request_body(content = PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
+    request_body(content = PromQueryForm, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
         (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<QueryData>),
         Unauthorized,
@@ -114,10 +181,10 @@ pub async fn query_post(_auth: Read, params: Form<Params>, store: &State<Store>)
     tag = "prometheus",
     summary = "PromQL range query",
     params(
-        ("query" = String, Query, description = "A PromQL expression over `sperform_cpu_percent` and `sperform_ram_percent` (label `server`)", example = "avg_over_time(sperform_cpu_percent{server=\"web-1\"}[5m])"),
-        ("start" = String, Query, description = "The start of the range. RFC 3339 or Unix seconds."),
-        ("end" = String, Query, description = "The end of the range. RFC 3339 or Unix seconds."),
-        ("step" = String, Query, description = "The resolution: a duration (`15s`, `1m`) or a number of seconds", example = "1m"),
+        ("query" = String, Query, description = "A PromQL expression over `sperform_cpu_percent` and `sperform_ram_percent` (label `server`)", example = "avg_over_time(sperform_cpu_percent{server=\"web-1\"}[5m])", min_length = 1),
+        ("start" = inline(TimeText), Query, description = "The start of the range. RFC 3339 or Unix seconds."),
+        ("end" = inline(TimeText), Query, description = "The end of the range. RFC 3339 or Unix seconds."),
+        ("step" = String, Query, description = "The resolution: a duration (`15s`, `1m`) or a number of seconds", example = "1m", pattern = r"^([1-9][0-9]{0,5}|([1-9][0-9]{0,3}(s|m|h|d))+)$"),
     ),
     responses(
         (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<QueryData>),
@@ -136,7 +203,7 @@ pub async fn query_range_get(_auth: Read, params: Params, store: &State<Store>) 
     path = "/prometheus/api/v1/query_range",
     tag = "prometheus",
     summary = "PromQL range query (form body)",
-    request_body(content = PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
+    request_body(content = PromRangeForm, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
         (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<QueryData>),
         Unauthorized,
@@ -156,9 +223,9 @@ pub async fn query_range_post(_auth: Read, params: Form<Params>, store: &State<S
     tag = "prometheus",
     summary = "Label names",
     params(
-        ("match[]" = inline(Option<Vec<String>>), Query, description = "Series selectors; every series if left out", example = json!(["sperform_cpu_percent{server=~\"web-.*\"}"])),
-        ("start" = inline(Option<String>), Query, description = "Only series with samples at or after this time. RFC 3339 or Unix seconds."),
-        ("end" = inline(Option<String>), Query, description = "Only series with samples at or before this time. RFC 3339 or Unix seconds."),
+        ("match[]" = inline(Option<Vec<SelectorText>>), Query, description = "Series selectors; every series if left out", example = json!(["sperform_cpu_percent{server=~\"web-.*\"}"])),
+        ("start" = inline(Option<String>), Query, description = "Accepted, as Prometheus takes it, and ignored: the series of every time are listed."),
+        ("end" = inline(Option<String>), Query, description = "Accepted and ignored, as `start`."),
     ),
     responses(
         (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<Vec<String>>),
@@ -177,7 +244,7 @@ pub async fn labels_get(_auth: Read, params: Params, store: &State<Store>) -> An
     path = "/prometheus/api/v1/labels",
     tag = "prometheus",
     summary = "Label names (form body)",
-    request_body(content = PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
+    request_body(content = PromListForm, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
         (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<Vec<String>>),
         Unauthorized,
@@ -197,10 +264,10 @@ pub async fn labels_post(_auth: Read, params: Form<Params>, store: &State<Store>
     tag = "prometheus",
     summary = "Values of a label",
     params(
-        ("name" = String, Path, description = "A label name: `__name__` or `server`"),
-        ("match[]" = inline(Option<Vec<String>>), Query, description = "Series selectors; every series if left out", example = json!(["sperform_cpu_percent{server=~\"web-.*\"}"])),
-        ("start" = inline(Option<String>), Query, description = "Only series with samples at or after this time. RFC 3339 or Unix seconds."),
-        ("end" = inline(Option<String>), Query, description = "Only series with samples at or before this time. RFC 3339 or Unix seconds."),
+        ("name" = String, Path, description = "A label name: `__name__` or `server` (any other has no values)", pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"),
+        ("match[]" = inline(Option<Vec<SelectorText>>), Query, description = "Series selectors; every series if left out", example = json!(["sperform_cpu_percent{server=~\"web-.*\"}"])),
+        ("start" = inline(Option<String>), Query, description = "Accepted, as Prometheus takes it, and ignored: the series of every time are listed."),
+        ("end" = inline(Option<String>), Query, description = "Accepted and ignored, as `start`."),
     ),
     responses(
         (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<Vec<String>>),
@@ -229,9 +296,9 @@ pub async fn label_values(
     tag = "prometheus",
     summary = "Series matching selectors",
     params(
-        ("match[]" = Vec<String>, Query, description = "Series selectors; at least one", example = json!(["sperform_cpu_percent{server=~\"web-.*\"}"])),
-        ("start" = inline(Option<String>), Query, description = "Only series with samples at or after this time. RFC 3339 or Unix seconds."),
-        ("end" = inline(Option<String>), Query, description = "Only series with samples at or before this time. RFC 3339 or Unix seconds."),
+        ("match[]" = inline(Vec<SelectorText>), Query, description = "Series selectors; at least one", min_items = 1, example = json!(["sperform_cpu_percent{server=~\"web-.*\"}"])),
+        ("start" = inline(Option<String>), Query, description = "Accepted, as Prometheus takes it, and ignored: the series of every time are listed."),
+        ("end" = inline(Option<String>), Query, description = "Accepted and ignored, as `start`."),
     ),
     responses(
         (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<Vec<SeriesLabels>>),
@@ -250,7 +317,7 @@ pub async fn series_get(_auth: Read, params: Params, store: &State<Store>) -> An
     path = "/prometheus/api/v1/series",
     tag = "prometheus",
     summary = "Series matching selectors (form body)",
-    request_body(content = PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
+    request_body(content = PromSeriesForm, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
         (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<Vec<SeriesLabels>>),
         Unauthorized,
