@@ -55,8 +55,9 @@ impl QueryValue for Step {
 #[derive(Debug)]
 pub struct Query<T>(Result<T, ApiError>);
 
-/// A query parameter as a handler takes it.
-pub type QueryParam<'r, T> = form::Result<'r, Query<T>>;
+/// A query parameter as a handler takes it. Parsed strictly, so that a
+/// parameter given twice is an error rather than its first value.
+pub type QueryParam<'r, T> = form::Result<'r, form::Strict<Query<T>>>;
 
 impl<T> Query<T> {
     /// The value, or `default` when the parameter was left out.
@@ -74,7 +75,7 @@ impl<T> Query<T> {
     /// is refused rather than one of its values taken at random.
     fn given(param: QueryParam<'_, T>, name: &str) -> Result<Option<T>, ApiError> {
         match param {
-            Ok(Query(parsed)) => parsed.map(Some),
+            Ok(strict) => strict.into_inner().0.map(Some),
             Err(errors) if errors.iter().any(|err| err.kind == ErrorKind::Duplicate) => {
                 Err(ApiError::unprocessable(format!(
                     "query parameter `{name}` is given more than once"

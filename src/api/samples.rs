@@ -60,7 +60,7 @@ pub async fn post_sample(
     tag = "ingest",
     summary = "Report many samples",
     description = "Stores all of the batch or nothing. A refusal names the index of the first bad entry.",
-    request_body(content = Batch, description = "1 to 10,000 samples of any servers (at most 4 MiB)"),
+    request_body(content = inline(Batch), description = "1 to 10,000 samples of any servers (at most 4 MiB)"),
     responses(
         (status = 204, description = "All stored (committed in one transaction)"),
         MalformedBody,

@@ -891,4 +891,110 @@ mod tests {
         assert_eq!(format_value(f64::INFINITY), "+Inf");
         assert_eq!(timestamp(-1_500), "-1.500");
     }
+
+    fn body(answer: Answer) -> (u16, String) {
+        (
+            answer.status.code,
+            String::from_utf8(answer.body).expect("UTF-8"),
+        )
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|&(name, value)| (name.to_owned(), value.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn envelopes_are_written_byte_for_byte_as_prometheus_writes_them() {
+        let vector = QueryData::Vector(vec![InstantSeries {
+            metric: labels(&[("__name__", "sperform_cpu_percent"), ("server", "db:2.x_y")]),
+            value: Point {
+                time_ms: 1_796_685_300_500,
+                value: 0.1,
+            },
+        }]);
+        assert_eq!(
+            body(Answer::from(Ok(vector))),
+            (
+                200,
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"__name__":"sperform_cpu_percent","server":"db:2.x_y"},"value":[1796685300.500,"0.1"]}]}}"#.to_owned()
+            )
+        );
+        let matrix = QueryData::Matrix(vec![RangeSeries {
+            metric: Labels::new(),
+            values: vec![
+                Point {
+                    time_ms: 1_796_684_400_000,
+                    value: 5.0,
+                },
+                Point {
+                    time_ms: 1_796_684_461_250,
+                    value: f64::NEG_INFINITY,
+                },
+            ],
+        }]);
+        assert_eq!(
+            body(Answer::from(Ok(matrix))).1,
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1796684400,"5"],[1796684461.250,"-Inf"]]}]}}"#
+        );
+        let scalar = QueryData::Scalar(Point {
+            time_ms: 1_796_685_300_000,
+            value: f64::NAN,
+        });
+        assert_eq!(
+            body(Answer::from(Ok(scalar))).1,
+            r#"{"status":"success","data":{"resultType":"scalar","result":[1796685300,"NaN"]}}"#
+        );
+        let names = vec!["__name__".to_owned(), "a\"b".to_owned()];
+        assert_eq!(
+            body(Answer::from(Ok(names))).1,
+            r#"{"status":"success","data":["__name__","a\"b"]}"#
+        );
+        let series = vec![SeriesLabels(labels(&[("server", "web-1")]))];
+        assert_eq!(
+            body(Answer::from(Ok(series))).1,
+            r#"{"status":"success","data":[{"server":"web-1"}]}"#
+        );
+        let error: Result<Vec<String>, PromError> =
+            Err(PromError::bad_data("invalid label name: \"0bad\""));
+        assert_eq!(
+            body(Answer::from(error)),
+            (
+                400,
+                r#"{"status":"error","errorType":"bad_data","error":"invalid label name: \"0bad\""}"#
+                    .to_owned()
+            )
+        );
+        let internal: Result<Vec<String>, PromError> = Err(PromError::internal());
+        assert_eq!(
+            body(Answer::from(internal)),
+            (
+                500,
+                r#"{"status":"error","errorType":"internal","error":"the database failed; see the daemon's log"}"#
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn buildinfo_names_the_prometheus_version_it_follows() {
+        assert_eq!(
+            body(buildinfo(Read)).1,
+            format!(
+                r#"{{"status":"success","data":{{"version":"3.0.0","revision":"sperform {}","branch":"","buildUser":"","buildDate":"","goVersion":""}}}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+    }
+
+    #[test]
+    fn label_names_are_checked_in_the_path() {
+        assert!(LabelName::from_param("__name__").is_ok());
+        assert!(LabelName::from_param("server_2").is_ok());
+        let err = LabelName::from_param("0bad").unwrap_err();
+        assert_eq!(err.message, "invalid label name: \"0bad\"");
+        assert_eq!(err.status, Status::BadRequest);
+    }
 }
