@@ -10,7 +10,7 @@ use std::io::Cursor;
 
 use chrono::DateTime;
 use rocket::State;
-use rocket::form::{Form, FromForm};
+use rocket::form::{self, Form, FromForm, FromFormField, ValueField};
 use rocket::http::{ContentType, Status};
 use rocket::request::{FromParam, Request};
 use rocket::response::{self, Responder, Response};
@@ -36,16 +36,68 @@ const PROMETHEUS_VERSION: &str = "3.0.0";
 
 /// Every parameter these endpoints take, from the query string (`GET`) or
 /// a form body (`POST`). Unknown parameters (`timeout`, `limit`, ...) are
-/// ignored.
+/// ignored; so are `start` and `end` of the listing endpoints.
 #[derive(Debug, Default, FromForm)]
 pub struct Params {
     query: Option<String>,
-    time: Option<String>,
-    start: Option<String>,
-    end: Option<String>,
-    step: Option<String>,
+    time: Option<Parsed<Time>>,
+    start: Option<Parsed<Time>>,
+    end: Option<Parsed<Time>>,
+    step: Option<Parsed<Resolution>>,
     #[field(name = "match")]
     matches: Vec<String>,
+}
+
+/// A parameter parsed as Prometheus takes it when the form is read. It
+/// keeps its error, answered when the handler reaches the parameter, so
+/// that a bad one is `bad_data` in Prometheus's envelope (a failed form
+/// field would be Rocket's own refusal) and errors come in the handler's
+/// order.
+#[derive(Debug)]
+pub struct Parsed<K: Kind>(Result<i64, PromError>, std::marker::PhantomData<K>);
+
+/// How a kind of parameter is parsed.
+pub trait Kind: Send + Sized {
+    fn parse(name: &str, text: &str) -> Result<i64, PromError>;
+}
+
+/// A time in Unix milliseconds (`parse_time`).
+#[derive(Debug)]
+pub struct Time;
+
+impl Kind for Time {
+    fn parse(name: &str, text: &str) -> Result<i64, PromError> {
+        parse_time(name, text)
+    }
+}
+
+/// A step in milliseconds (`parse_step`).
+#[derive(Debug)]
+pub struct Resolution;
+
+impl Kind for Resolution {
+    fn parse(_name: &str, text: &str) -> Result<i64, PromError> {
+        parse_step(text)
+    }
+}
+
+impl<K: Kind> Parsed<K> {
+    /// The value of a parameter a query needs: left out, it is refused as
+    /// Prometheus refuses an empty one.
+    fn required(param: Option<Parsed<K>>, name: &str) -> Result<i64, PromError> {
+        match param {
+            Some(Parsed(parsed, _)) => parsed,
+            None => K::parse(name, ""),
+        }
+    }
+}
+
+#[rocket::async_trait]
+impl<'v, K: Kind> FromFormField<'v> for Parsed<K> {
+    fn from_value(field: ValueField<'v>) -> form::Result<'v, Self> {
+        let parsed = K::parse(field.name.source().as_str(), field.value);
+        Ok(Parsed(parsed, std::marker::PhantomData))
+    }
 }
 
 /// A series selector such as `sperform_cpu_percent{server=~"web-.*"}`, as
@@ -610,8 +662,8 @@ impl<'r> Responder<'r, 'static> for Answer {
 
 async fn instant_query(store: &Store, params: Params) -> Result<QueryData, PromError> {
     let query = parse_query(params.query.as_deref())?;
-    let time = match params.time.as_deref() {
-        Some(text) => parse_time("time", text)?,
+    let time = match params.time {
+        Some(Parsed(time, _)) => time?,
         None => Timestamp::now().millis(),
     };
     let steps = Steps::instant(time);
@@ -638,9 +690,9 @@ async fn instant_query(store: &Store, params: Params) -> Result<QueryData, PromE
 
 async fn range_query(store: &Store, params: Params) -> Result<QueryData, PromError> {
     let query = parse_query(params.query.as_deref())?;
-    let start = parse_time("start", params.start.as_deref().unwrap_or(""))?;
-    let end = parse_time("end", params.end.as_deref().unwrap_or(""))?;
-    let step = parse_step(params.step.as_deref().unwrap_or(""))?;
+    let start = Parsed::required(params.start, "start")?;
+    let end = Parsed::required(params.end, "end")?;
+    let step = Parsed::required(params.step, "step")?;
     let steps = Steps::range(start, end, step)?;
     let series = match run(store, query, steps).await? {
         Outcome::Scalar(values) => vec![eval::Series {
