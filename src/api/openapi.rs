@@ -14,8 +14,8 @@ use utoipa::{Modify, OpenApi};
 use super::overview::{OverviewBody, ServerOverviewBody};
 use super::params::TimeText;
 use super::prometheus::{
-    PromErrorBody, PromListForm, PromQueryForm, PromRangeForm, PromSeriesForm, SelectorText,
-    Selectors,
+    PromErrorBody, PromListForm, PromQueryForm, PromRangeForm, PromSeriesForm, PromSuccessBody,
+    QueryData, SelectorText, Selectors, SeriesLabels,
 };
 use super::wire::{
     BatchEntry, BucketBody, HealthBody, LoadBody, RangeBody, SampleBody, ServerBody,
@@ -76,6 +76,9 @@ are open. `/health`, the dashboard pages and this document never need one.";
         ServerOverviewBody,
         HealthBody,
         PromErrorBody,
+        PromSuccessBody<QueryData>,
+        PromSuccessBody<Vec<String>>,
+        PromSuccessBody<Vec<SeriesLabels>>,
         PromQueryForm,
         PromRangeForm,
         PromListForm,

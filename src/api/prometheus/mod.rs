@@ -197,7 +197,7 @@ pub struct PromSeriesForm {
         ("time" = inline(Option<TimeText>), Query, description = "The evaluation time; now if left out. RFC 3339 or Unix seconds."),
     ),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<QueryData>),
+        QueryAnswer,
         Unauthorized,
         PromFailures,
     ),
@@ -215,7 +215,7 @@ pub async fn query_get(_auth: Read, params: Params, store: &State<Store>) -> Ans
     summary = "PromQL instant query (form body)",
     request_body(content = PromQueryForm, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<QueryData>),
+        QueryAnswer,
         Unauthorized,
         UnsupportedMediaType,
         PromFailures,
@@ -239,7 +239,7 @@ pub async fn query_post(_auth: Read, params: Form<Params>, store: &State<Store>)
         ("step" = String, Query, description = "The resolution: a duration (`15s`, `1m`) or a number of seconds", example = "1m", pattern = r"^([1-9][0-9]{0,5}|([1-9][0-9]{0,3}(s|m|h|d))+)$"),
     ),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<QueryData>),
+        QueryAnswer,
         Unauthorized,
         PromFailures,
     ),
@@ -257,7 +257,7 @@ pub async fn query_range_get(_auth: Read, params: Params, store: &State<Store>) 
     summary = "PromQL range query (form body)",
     request_body(content = PromRangeForm, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<QueryData>),
+        QueryAnswer,
         Unauthorized,
         UnsupportedMediaType,
         PromFailures,
@@ -280,7 +280,7 @@ pub async fn query_range_post(_auth: Read, params: Form<Params>, store: &State<S
         ("end" = inline(Option<String>), Query, description = "Accepted and ignored, as `start`."),
     ),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<Vec<String>>),
+        NamesAnswer,
         Unauthorized,
         PromFailures,
     ),
@@ -298,7 +298,7 @@ pub async fn labels_get(_auth: Read, params: Params, store: &State<Store>) -> An
     summary = "Label names (form body)",
     request_body(content = PromListForm, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<Vec<String>>),
+        NamesAnswer,
         Unauthorized,
         UnsupportedMediaType,
         PromFailures,
@@ -322,7 +322,7 @@ pub async fn labels_post(_auth: Read, params: Form<Params>, store: &State<Store>
         ("end" = inline(Option<String>), Query, description = "Accepted and ignored, as `start`."),
     ),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<Vec<String>>),
+        NamesAnswer,
         Unauthorized,
         PromFailures,
     ),
@@ -353,7 +353,7 @@ pub async fn label_values(
         ("end" = inline(Option<String>), Query, description = "Accepted and ignored, as `start`."),
     ),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<Vec<SeriesLabels>>),
+        SeriesAnswer,
         Unauthorized,
         PromFailures,
     ),
@@ -371,7 +371,7 @@ pub async fn series_get(_auth: Read, params: Params, store: &State<Store>) -> An
     summary = "Series matching selectors (form body)",
     request_body(content = PromSeriesForm, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<Vec<SeriesLabels>>),
+        SeriesAnswer,
         Unauthorized,
         UnsupportedMediaType,
         PromFailures,
@@ -585,6 +585,32 @@ impl PromError {
             message: format!("the database is busy, try again: {err}"),
         }
     }
+}
+
+/// The successful answers of the Prometheus-compatible routes, for the
+/// OpenAPI document. Documentation only: never constructed.
+#[allow(dead_code, reason = "documentation only: never constructed")]
+#[derive(utoipa::IntoResponses)]
+pub enum QueryAnswer {
+    /// Success, in Prometheus's envelope
+    #[response(status = 200)]
+    Success(PromSuccessBody<QueryData>),
+}
+
+#[allow(dead_code, reason = "documentation only: never constructed")]
+#[derive(utoipa::IntoResponses)]
+pub enum NamesAnswer {
+    /// Success, in Prometheus's envelope: label names or values
+    #[response(status = 200)]
+    Success(PromSuccessBody<Vec<String>>),
+}
+
+#[allow(dead_code, reason = "documentation only: never constructed")]
+#[derive(utoipa::IntoResponses)]
+pub enum SeriesAnswer {
+    /// Success, in Prometheus's envelope: label sets
+    #[response(status = 200)]
+    Success(PromSuccessBody<Vec<SeriesLabels>>),
 }
 
 /// The errors of the Prometheus-compatible routes, in Prometheus's
