@@ -26,13 +26,14 @@ pub struct ErrorBody {
 
 /// What a store error means to a client. The one mapping from store errors
 /// to statuses: the v1 routes and the Prometheus-compatible routes word
-/// their answers differently, but both take the status from here.
+/// their answers differently, but both take the status from here. Each
+/// keeps the error it was sorted from.
 #[derive(Debug)]
 pub enum StoreFailure {
     /// The write queue is full: retry after `Retry-After`.
-    QueueFull,
+    QueueFull(StoreError),
     /// The daemon is shutting down.
-    ShuttingDown,
+    ShuttingDown(StoreError),
     /// A failure that trying again shortly may cure (busy database, no
     /// free connection).
     Transient(StoreError),
@@ -43,14 +44,14 @@ pub enum StoreFailure {
 impl StoreFailure {
     /// Sorts `err`, logging the causes the client will not see.
     pub fn classify(err: StoreError) -> StoreFailure {
-        match err {
-            StoreError::QueueFull => StoreFailure::QueueFull,
-            StoreError::WriterStopped => StoreFailure::ShuttingDown,
-            err if err.is_transient() => {
+        match &err {
+            StoreError::QueueFull => StoreFailure::QueueFull(err),
+            StoreError::WriterStopped => StoreFailure::ShuttingDown(err),
+            _ if err.is_transient() => {
                 log::warn!("temporary storage failure: {err}");
                 StoreFailure::Transient(err)
             }
-            err => {
+            _ => {
                 log::error!("storage failure: {err}");
                 StoreFailure::Internal(err)
             }
@@ -137,11 +138,11 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         let failure = StoreFailure::classify(err);
         let message = match &failure {
-            StoreFailure::QueueFull => {
+            StoreFailure::QueueFull(_) => {
                 "the daemon is busy writing earlier samples; retry after the Retry-After delay"
                     .to_owned()
             }
-            StoreFailure::ShuttingDown => "the daemon is shutting down".to_owned(),
+            StoreFailure::ShuttingDown(_) => "the daemon is shutting down".to_owned(),
             StoreFailure::Transient(err) => format!("the database is busy ({err}); retry shortly"),
             StoreFailure::Internal(_) => {
                 "the database failed to complete the request; see the daemon's log".to_owned()
@@ -178,5 +179,25 @@ impl<'r> Responder<'r, 'static> for ApiError {
             response.header(Header::new("WWW-Authenticate", challenge));
         }
         response.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_and_a_stopped_writer_are_503s_that_say_when_to_retry() {
+        let full = ApiError::from(StoreError::QueueFull);
+        assert_eq!(full.status, Status::ServiceUnavailable);
+        assert_eq!(full.retry_after, Some(RETRY_AFTER_SECONDS));
+        assert_eq!(
+            full.message,
+            "the daemon is busy writing earlier samples; retry after the Retry-After delay"
+        );
+        let stopped = ApiError::from(StoreError::WriterStopped);
+        assert_eq!(stopped.status, Status::ServiceUnavailable);
+        assert_eq!(stopped.retry_after, Some(RETRY_AFTER_SECONDS));
+        assert_eq!(stopped.message, "the daemon is shutting down");
     }
 }

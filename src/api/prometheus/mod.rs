@@ -570,9 +570,9 @@ impl From<StoreError> for PromError {
     fn from(err: StoreError) -> Self {
         match StoreFailure::classify(err) {
             StoreFailure::Internal(_) => PromError::internal(),
-            StoreFailure::QueueFull => PromError::unavailable(&StoreError::QueueFull),
-            StoreFailure::ShuttingDown => PromError::unavailable(&StoreError::WriterStopped),
-            StoreFailure::Transient(err) => PromError::unavailable(&err),
+            StoreFailure::QueueFull(err)
+            | StoreFailure::ShuttingDown(err)
+            | StoreFailure::Transient(err) => PromError::unavailable(&err),
         }
     }
 }
@@ -1074,5 +1074,20 @@ mod tests {
         let err = LabelName::from_param("0bad").unwrap_err();
         assert_eq!(err.message, "invalid label name: \"0bad\"");
         assert_eq!(err.status, Status::BadRequest);
+    }
+
+    #[test]
+    fn store_failures_take_their_status_from_the_shared_mapping() {
+        let errors: [fn() -> StoreError; 2] =
+            [|| StoreError::QueueFull, || StoreError::WriterStopped];
+        for error in errors {
+            let expected = format!("the database is busy, try again: {}", error());
+            let status = StoreFailure::classify(error()).status();
+            let prom = PromError::from(error());
+            assert_eq!(prom.status, status);
+            assert_eq!(prom.status, Status::ServiceUnavailable);
+            assert_eq!(prom.error_type, "unavailable");
+            assert_eq!(prom.message, expected);
+        }
     }
 }
