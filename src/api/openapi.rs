@@ -27,7 +27,10 @@ Records server CPU and RAM load and answers per-minute, per-hour and \
 any-step averages, minima and maxima.
 
 Every error is `{\"error\": \"...\"}` (`ErrorBody`), except the dashboard's \
-HTML error pages. A request whose path exists under another method is \
+HTML error pages and the Prometheus-compatible routes' failures, which use \
+Prometheus's envelope (`PromErrorBody`; a `401` or `415` there is still an \
+`ErrorBody`). A query parameter of an `/api/v1` route given twice is \
+refused with `422`. A request whose path exists under another method is \
 answered `405` with an `Allow` header (response `MethodNotAllowed`).
 
 Tokens are optional: with `read_token` set, data routes need \
