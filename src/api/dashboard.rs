@@ -18,9 +18,9 @@ use rocket::http::{ContentType, Header, Status};
 use rocket::request::Request;
 use rocket::response::{self, Responder, Response};
 
-use super::openapi::ErrorBody;
 use crate::config::Settings;
 use crate::error::ApiError;
+use crate::error::ErrorBody;
 use crate::model::ServerName;
 use crate::store::Store;
 
@@ -156,10 +156,13 @@ pub async fn server_page(name: &str, store: &State<Store>, settings: &State<Sett
 /// Any deeper path under `/servers/`: no such page.
 #[utoipa::path(
     get,
-    path = "/servers/{_path}",
+    path = "/servers/{_path}/{rest}",
     tag = "dashboard",
     summary = "Any deeper path under /servers/: no such page",
-    params(("_path" = String, Path, description = "Two or more path segments")),
+    params(
+        ("_path" = String, Path, description = "The first segment under /servers/"),
+        ("rest" = String, Path, description = "One or more further segments"),
+    ),
     responses((status = 404, description = "HTML page", body = String, content_type = "text/html")),
 )]
 #[rocket::get("/servers/<_path..>", rank = 2)]

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use rocket::State;
 use rocket::http::ContentType;
 
-use super::openapi::ErrorBody;
+use super::responses::{Internal, Unauthorized, Unavailable};
 
 use super::auth::Read;
 use super::telemetry::{HttpSnapshot, HttpStats};
@@ -30,9 +30,9 @@ pub struct MetricsSnapshot {
     summary = "The daemon's metrics in the Prometheus text format",
     responses(
         (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
-        (status = 401, description = "A token is configured and the request lacks it or has another", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
-        (status = 503, description = "The daemon is busy (write queue full, database busy) or shutting down; retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
-        (status = 500, description = "Storage failure; see the daemon's log", body = ErrorBody),
+        Unauthorized,
+        Unavailable,
+        Internal,
     ),
     security((), ("read_token" = []))
 )]

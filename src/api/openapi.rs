@@ -5,7 +5,6 @@
 use std::sync::LazyLock;
 
 use rocket::http::{ContentType, Status};
-use serde::Serialize;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Ref, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -13,72 +12,25 @@ use utoipa::openapi::{ContentBuilder, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::overview::{OverviewBody, ServerOverviewBody};
+use super::params::TimeText;
+use super::prometheus::{
+    PromErrorBody, PromListForm, PromQueryForm, PromRangeForm, PromSeriesForm, PromSuccessBody,
+    QueryData, SelectorText, Selectors, SeriesLabels,
+};
 use super::wire::{
     BatchEntry, BucketBody, HealthBody, LoadBody, RangeBody, SampleBody, ServerBody,
 };
-use crate::error::ApiError;
-
-/// The body of every error response, from a handler or a catcher.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong, for a person to read.
-    pub error: String,
-}
-
-/// A successful answer of the Prometheus-compatible API, in Prometheus's
-/// envelope.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PromSuccessBody {
-    /// Always `success`.
-    #[schema(examples("success"))]
-    pub status: String,
-    /// As in Prometheus: `{"resultType": "matrix" | "vector", "result": [...]}`
-    /// for queries, a list of names or label sets for the metadata endpoints.
-    pub data: serde_json::Value,
-}
-
-/// A failure of the Prometheus-compatible API, in Prometheus's envelope.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PromErrorBody {
-    /// Always `error`.
-    #[schema(examples("error"))]
-    pub status: String,
-    /// `bad_data` (400: a bad parameter or unsupported PromQL),
-    /// `execution` (422), `unavailable` (503) or `internal` (500).
-    #[schema(examples("bad_data"))]
-    pub error_type: String,
-    /// What went wrong.
-    pub error: String,
-}
-
-/// The parameters of the Prometheus-compatible endpoints, as a `POST` form
-/// body; a `GET` takes the same in its query string. Others are ignored.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PromParams {
-    /// A PromQL expression (`query`, `query_range`).
-    pub query: Option<String>,
-    /// The evaluation time of an instant query: RFC 3339 or Unix seconds;
-    /// now if left out.
-    pub time: Option<String>,
-    /// The start of a range query or of the metadata window: RFC 3339 or
-    /// Unix seconds.
-    pub start: Option<String>,
-    /// The end of a range query or of the metadata window.
-    pub end: Option<String>,
-    /// The resolution of a range query: a duration (`15s`, `1m`) or seconds.
-    pub step: Option<String>,
-    /// Series selectors (`labels`, `label/{name}/values`, `series`); repeatable.
-    #[serde(rename = "match[]")]
-    pub matches: Vec<String>,
-}
+use crate::error::{ApiError, ErrorBody};
 
 const DESCRIPTION: &str = "\
 Records server CPU and RAM load and answers per-minute, per-hour and \
 any-step averages, minima and maxima.
 
 Every error is `{\"error\": \"...\"}` (`ErrorBody`), except the dashboard's \
-HTML error pages. A request whose path exists under another method is \
+HTML error pages and the Prometheus-compatible routes' failures, which use \
+Prometheus's envelope (`PromErrorBody`; a `401` or `415` there is still an \
+`ErrorBody`). A query parameter of an `/api/v1` route given twice is \
+refused with `422`. A request whose path exists under another method is \
 answered `405` with an `Allow` header (response `MethodNotAllowed`).
 
 Tokens are optional: with `read_token` set, data routes need \
@@ -126,9 +78,17 @@ are open. `/health`, the dashboard pages and this document never need one.";
         OverviewBody,
         ServerOverviewBody,
         HealthBody,
-        PromSuccessBody,
         PromErrorBody,
-        PromParams,
+        PromSuccessBody<QueryData>,
+        PromSuccessBody<Vec<String>>,
+        PromSuccessBody<Vec<SeriesLabels>>,
+        PromQueryForm,
+        PromRangeForm,
+        PromListForm,
+        PromSeriesForm,
+        SelectorText,
+        Selectors,
+        TimeText,
     )),
     modifiers(&Security),
     tags(
@@ -215,48 +175,4 @@ pub fn openapi() -> Result<(ContentType, &'static str), ApiError> {
             ))
         }
     }
-}
-
-/// The errors every Prometheus-compatible query route can answer
-/// (`query`, `query_range`). Documentation only: never constructed.
-#[allow(dead_code)]
-#[derive(utoipa::IntoResponses)]
-pub enum PromQueryErrors {
-    /// `bad_data`: a bad parameter, or PromQL that is malformed or not supported
-    #[response(status = 400)]
-    BadData(PromErrorBody),
-    /// A read token is configured and the request lacks it or has another
-    #[response(status = 401, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token")))]
-    Unauthorized(ErrorBody),
-    /// `execution`: the query cannot run as asked (too many series or samples, or a result with duplicate label sets)
-    #[response(status = 422)]
-    Execution(PromErrorBody),
-    /// `unavailable`: the database is busy; try again
-    #[response(status = 503)]
-    Unavailable(PromErrorBody),
-    /// `internal`: storage failure; see the daemon's log
-    #[response(status = 500)]
-    Internal(PromErrorBody),
-}
-
-/// The errors of the Prometheus-compatible listing routes (`labels`,
-/// `label/<name>/values`, `series`). Documentation only: never constructed.
-#[allow(dead_code)]
-#[derive(utoipa::IntoResponses)]
-pub enum PromListErrors {
-    /// `bad_data`: a bad parameter, or PromQL that is malformed or not supported
-    #[response(status = 400)]
-    BadData(PromErrorBody),
-    /// A read token is configured and the request lacks it or has another
-    #[response(status = 401, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token")))]
-    Unauthorized(ErrorBody),
-    /// `execution`: more series match than one answer may hold
-    #[response(status = 422)]
-    Execution(PromErrorBody),
-    /// `unavailable`: the database is busy; try again
-    #[response(status = 503)]
-    Unavailable(PromErrorBody),
-    /// `internal`: storage failure; see the daemon's log
-    #[response(status = 500)]
-    Internal(PromErrorBody),
 }

@@ -7,8 +7,8 @@ use rocket::serde::json::Json;
 use serde::Serialize;
 
 use super::auth::Read;
-use super::openapi::ErrorBody;
-use super::wire;
+use super::params::{Query, QueryParam, TimeText};
+use super::responses::{Internal, Invalid, Unauthorized, Unavailable};
 use crate::error::ApiError;
 use crate::model::{BucketWindow, Timestamp};
 use crate::store::{ServerOverview, Store};
@@ -48,26 +48,23 @@ impl From<ServerOverview> for ServerOverviewBody {
     path = "/api/v1/overview",
     tag = "read",
     summary = "Every server's last 60 minutes",
-    params(("at" = inline(Option<String>), Query, description = "The end of the hour; now if left out. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z")),
+    params(("at" = inline(Option<TimeText>), Query, description = "The end of the hour; now if left out. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z")),
     responses(
         (status = 200, description = "Every server's latest sample time and 60 minute means", body = OverviewBody),
-        (status = 401, description = "A token is configured and the request lacks it or has another", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
-        (status = 422, description = "A parameter or field is invalid; the message names it", body = ErrorBody),
-        (status = 503, description = "The daemon is busy (write queue full, database busy) or shutting down; retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
-        (status = 500, description = "Storage failure; see the daemon's log", body = ErrorBody),
+        Unauthorized,
+        Invalid,
+        Unavailable,
+        Internal,
     ),
     security((), ("read_token" = []))
 )]
 #[rocket::get("/overview?<at>")]
 pub async fn overview(
     _auth: Read,
-    at: Option<&str>,
+    at: QueryParam<'_, Timestamp>,
     store: &State<Store>,
 ) -> Result<Json<OverviewBody>, ApiError> {
-    let at = match at {
-        Some(text) => wire::parse_time_param("at", text)?,
-        None => store.now(),
-    };
+    let at = Query::or(at, "at", store.now())?;
     let servers = store.overview(at).await?;
     Ok(Json(OverviewBody {
         at: at.to_rfc3339(),

@@ -3,16 +3,17 @@
 use rocket::State;
 use rocket::data::Data;
 use rocket::response::status::NoContent;
+use utoipa::openapi::schema::{ArrayBuilder, Ref};
+use utoipa::openapi::{RefOr, Schema};
 
 use super::auth::Ingest;
-use super::{
-    openapi::ErrorBody,
-    wire::{BatchEntry, SampleBody},
-};
+use super::params::{Server, ServerPath};
+use super::responses::{Internal, Invalid, MalformedBody, TooLarge, Unauthorized, Unavailable};
+use super::wire::SampleBody;
 use super::{read_body, wire};
 use crate::config::Settings;
 use crate::error::ApiError;
-use crate::model::{ServerName, TimePolicy};
+use crate::model::{MAX_BATCH_LEN, TimePolicy};
 use crate::store::Store;
 
 /// Largest body for one sample.
@@ -25,28 +26,28 @@ pub const BATCH_BODY_LIMIT: u64 = 4 * 1024 * 1024;
     path = "/api/v1/servers/{name}/samples",
     tag = "ingest",
     summary = "Report one sample",
-    params(("name" = String, Path, description = "Server name: 1 to 253 characters from `A-Z a-z 0-9 . _ : -`", min_length = 1, max_length = 253, pattern = r"^[A-Za-z0-9._:-]+$")),
+    params(ServerPath),
     request_body(content = SampleBody, description = "One sample (at most 64 KiB)"),
     responses(
         (status = 204, description = "Stored (committed to the database)"),
-        (status = 400, description = "Malformed JSON or an unreadable body", body = ErrorBody),
-        (status = 401, description = "A token is configured and the request lacks it or has another", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
-        (status = 413, description = "The body is larger than this endpoint accepts", body = ErrorBody),
-        (status = 422, description = "A parameter or field is invalid; the message names it", body = ErrorBody),
-        (status = 503, description = "The daemon is busy (write queue full, database busy) or shutting down; retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
-        (status = 500, description = "Storage failure; see the daemon's log", body = ErrorBody),
+        MalformedBody,
+        Unauthorized,
+        TooLarge,
+        Invalid,
+        Unavailable,
+        Internal,
     ),
     security((), ("ingest_token" = []))
 )]
 #[rocket::post("/servers/<name>/samples", data = "<body>")]
 pub async fn post_sample(
     _auth: Ingest,
-    name: &str,
+    name: Result<Server, ApiError>,
     body: Data<'_>,
     store: &State<Store>,
     settings: &State<Settings>,
 ) -> Result<NoContent, ApiError> {
-    let server = ServerName::parse(name)?;
+    let Server(server) = name?;
     let body = read_body(body, SAMPLE_BODY_LIMIT).await?;
     let sample = wire::parse_sample(&body, server, &time_policy(store, settings))?;
     store.insert(vec![sample]).await?;
@@ -59,15 +60,15 @@ pub async fn post_sample(
     tag = "ingest",
     summary = "Report many samples",
     description = "Stores all of the batch or nothing. A refusal names the index of the first bad entry.",
-    request_body(content = Vec<BatchEntry>, description = "1 to 10,000 samples of any servers (at most 4 MiB)"),
+    request_body(content = inline(Batch), description = "1 to 10,000 samples of any servers (at most 4 MiB)"),
     responses(
         (status = 204, description = "All stored (committed in one transaction)"),
-        (status = 400, description = "Malformed JSON or an unreadable body", body = ErrorBody),
-        (status = 401, description = "A token is configured and the request lacks it or has another", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
-        (status = 413, description = "The body is larger than this endpoint accepts", body = ErrorBody),
-        (status = 422, description = "A parameter or field is invalid; the message names it", body = ErrorBody),
-        (status = 503, description = "The daemon is busy (write queue full, database busy) or shutting down; retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
-        (status = 500, description = "Storage failure; see the daemon's log", body = ErrorBody),
+        MalformedBody,
+        Unauthorized,
+        TooLarge,
+        Invalid,
+        Unavailable,
+        Internal,
     ),
     security((), ("ingest_token" = []))
 )]
@@ -83,6 +84,22 @@ pub async fn post_batch(
     store.insert(samples).await?;
     Ok(NoContent)
 }
+
+/// The body of `POST /api/v1/samples` as the OpenAPI document shows it:
+/// 1 to `MAX_BATCH_LEN` entries.
+struct Batch;
+
+impl utoipa::PartialSchema for Batch {
+    fn schema() -> RefOr<Schema> {
+        ArrayBuilder::new()
+            .items(Ref::from_schema_name("BatchEntry"))
+            .min_items(Some(1))
+            .max_items(Some(MAX_BATCH_LEN))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Batch {}
 
 fn time_policy(store: &Store, settings: &Settings) -> TimePolicy {
     TimePolicy::new(store.now(), settings.retention_ms())

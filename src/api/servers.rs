@@ -5,11 +5,12 @@ use rocket::response::status::NoContent;
 use rocket::serde::json::Json;
 
 use super::auth::{Ingest, Read};
-use super::openapi::ErrorBody;
+use super::params::{Query, QueryParam, Server, ServerPath, TimeText};
+use super::responses::{Internal, Invalid, Unauthorized, Unavailable, UnknownServer};
 use super::wire::{self, JsonText, LoadBody, RangeBody, ServerBody};
 use crate::config::Settings;
 use crate::error::ApiError;
-use crate::model::{BucketWindow, ServerName, Step, TimePolicy};
+use crate::model::{BucketWindow, ServerName, Step, TimePolicy, Timestamp};
 use crate::store::Store;
 
 #[utoipa::path(
@@ -19,9 +20,9 @@ use crate::store::Store;
     summary = "List servers",
     responses(
         (status = 200, description = "Every server that has reported", body = Vec<ServerBody>),
-        (status = 401, description = "A token is configured and the request lacks it or has another", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
-        (status = 503, description = "The daemon is busy (write queue full, database busy) or shutting down; retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
-        (status = 500, description = "Storage failure; see the daemon's log", body = ErrorBody),
+        Unauthorized,
+        Unavailable,
+        Internal,
     ),
     security((), ("read_token" = []))
 )]
@@ -38,31 +39,28 @@ pub async fn list(_auth: Read, store: &State<Store>) -> Result<Json<Vec<ServerBo
     summary = "A server's last 60 minutes and 24 hours",
     description = "60 one-minute and 24 one-hour buckets, oldest first, the last of each holding `at`; only samples at or before `at` count.",
     params(
-        ("name" = String, Path, description = "Server name: 1 to 253 characters from `A-Z a-z 0-9 . _ : -`", min_length = 1, max_length = 253, pattern = r"^[A-Za-z0-9._:-]+$"),
-        ("at" = inline(Option<String>), Query, description = "The end of the views; now if left out. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z"),
+        ServerPath,
+        ("at" = inline(Option<TimeText>), Query, description = "The end of the views; now if left out. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z"),
     ),
     responses(
         (status = 200, description = "The two views", body = LoadBody),
-        (status = 401, description = "A token is configured and the request lacks it or has another", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
-        (status = 404, description = "No server of that name has reported (or it was deleted)", body = ErrorBody),
-        (status = 422, description = "A parameter or field is invalid; the message names it", body = ErrorBody),
-        (status = 503, description = "The daemon is busy (write queue full, database busy) or shutting down; retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
-        (status = 500, description = "Storage failure; see the daemon's log", body = ErrorBody),
+        Unauthorized,
+        UnknownServer,
+        Invalid,
+        Unavailable,
+        Internal,
     ),
     security((), ("read_token" = []))
 )]
 #[rocket::get("/servers/<name>/load?<at>")]
 pub async fn load(
     _auth: Read,
-    name: &str,
-    at: Option<&str>,
+    name: Result<Server, ApiError>,
+    at: QueryParam<'_, Timestamp>,
     store: &State<Store>,
 ) -> Result<JsonText, ApiError> {
-    let server = ServerName::parse(name)?;
-    let at = match at {
-        Some(text) => wire::parse_time_param("at", text)?,
-        None => store.now(),
-    };
+    let Server(server) = name?;
+    let at = Query::or(at, "at", store.now())?;
     let report = store.load(server.clone(), at).await?;
     let report = report.ok_or_else(|| unknown_server(&server))?;
     Ok(JsonText(wire::text::load(&report)))
@@ -75,36 +73,35 @@ pub async fn load(
     summary = "A server's buckets over any range at any step",
     description = "Buckets aligned to multiples of `step` since the Unix epoch (UTC), covering `[from, to]`, oldest first and dense (empty ones with `null`s). At most 1,500 buckets; `from` before `to` and within the retention period.",
     params(
-        ("name" = String, Path, description = "Server name: 1 to 253 characters from `A-Z a-z 0-9 . _ : -`", min_length = 1, max_length = 253, pattern = r"^[A-Za-z0-9._:-]+$"),
-        ("from" = String, Query, description = "Required: the start of the range. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z"),
-        ("to" = String, Query, description = "Required: the end of the range, after `from`; only samples at or before it count. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z"),
-        ("step" = String, Query, description = "Required: the bucket width, one of `1m 5m 10m 15m 30m 1h 6h 12h 1d`, or a number of seconds that makes whole minutes (`300` is `5m`).", example = "5m"),
+        ServerPath,
+        ("from" = inline(TimeText), Query, description = "Required: the start of the range. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z"),
+        ("to" = inline(TimeText), Query, description = "Required: the end of the range, after `from`; only samples at or before it count. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z"),
+        ("step" = String, Query, description = "Required: the bucket width, one of `1m 5m 10m 15m 30m 1h 6h 12h 1d`, or a number of seconds that makes whole minutes (`300` is `5m`).", example = "5m", pattern = r"^(1m|5m|10m|15m|30m|1h|6h|12h|1d|[1-9][0-9]{0,7})$"),
     ),
     responses(
         (status = 200, description = "The buckets", body = RangeBody),
-        (status = 401, description = "A token is configured and the request lacks it or has another", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
-        (status = 404, description = "No server of that name has reported (or it was deleted)", body = ErrorBody),
-        (status = 422, description = "A parameter or field is invalid; the message names it", body = ErrorBody),
-        (status = 503, description = "The daemon is busy (write queue full, database busy) or shutting down; retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
-        (status = 500, description = "Storage failure; see the daemon's log", body = ErrorBody),
+        Unauthorized,
+        UnknownServer,
+        Invalid,
+        Unavailable,
+        Internal,
     ),
     security((), ("read_token" = []))
 )]
 #[rocket::get("/servers/<name>/load/range?<from>&<to>&<step>")]
 pub async fn range(
     _auth: Read,
-    name: &str,
-    from: Option<&str>,
-    to: Option<&str>,
-    step: Option<&str>,
+    name: Result<Server, ApiError>,
+    from: QueryParam<'_, Timestamp>,
+    to: QueryParam<'_, Timestamp>,
+    step: QueryParam<'_, Step>,
     store: &State<Store>,
     settings: &State<Settings>,
 ) -> Result<JsonText, ApiError> {
-    let server = ServerName::parse(name)?;
-    let from = wire::required_time_param("from", from)?;
-    let to = wire::required_time_param("to", to)?;
-    let step = step.ok_or_else(|| ApiError::unprocessable("query parameter `step` is missing"))?;
-    let step = Step::parse(step)?;
+    let Server(server) = name?;
+    let from = Query::required(from, "from")?;
+    let to = Query::required(to, "to")?;
+    let step = Query::required(step, "step")?;
     let policy = TimePolicy::new(store.now(), settings.retention_ms());
     let window = BucketWindow::range(from, to, step, &policy)?;
     let buckets = store.range(server.clone(), window).await?;
@@ -119,24 +116,24 @@ pub async fn range(
     path = "/api/v1/servers/{name}",
     tag = "ingest",
     summary = "Delete a server and all its samples",
-    params(("name" = String, Path, description = "Server name: 1 to 253 characters from `A-Z a-z 0-9 . _ : -`", min_length = 1, max_length = 253, pattern = r"^[A-Za-z0-9._:-]+$")),
+    params(ServerPath),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "A token is configured and the request lacks it or has another", body = ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
-        (status = 404, description = "No server of that name has reported (or it was deleted)", body = ErrorBody),
-        (status = 422, description = "A parameter or field is invalid; the message names it", body = ErrorBody),
-        (status = 503, description = "The daemon is busy (write queue full, database busy) or shutting down; retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
-        (status = 500, description = "Storage failure; see the daemon's log", body = ErrorBody),
+        Unauthorized,
+        UnknownServer,
+        Invalid,
+        Unavailable,
+        Internal,
     ),
     security((), ("ingest_token" = []))
 )]
 #[rocket::delete("/servers/<name>")]
 pub async fn delete(
     _auth: Ingest,
-    name: &str,
+    name: Result<Server, ApiError>,
     store: &State<Store>,
 ) -> Result<NoContent, ApiError> {
-    let server = ServerName::parse(name)?;
+    let Server(server) = name?;
     if store.delete_server(server.clone()).await? {
         Ok(NoContent)
     } else {

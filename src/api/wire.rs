@@ -168,16 +168,6 @@ impl BatchSeed<'_> {
     }
 }
 
-/// Reads a required query parameter that holds a time.
-pub fn required_time_param(name: &str, text: Option<&str>) -> Result<Timestamp, ApiError> {
-    let Some(text) = text else {
-        return Err(ApiError::unprocessable(format!(
-            "query parameter `{name}` is missing"
-        )));
-    };
-    parse_time_param(name, text)
-}
-
 /// `/load`'s and `/load/range`'s answers as JSON text, written without
 /// serde: the same bytes `serde_json` makes of `LoadBody` and `RangeBody`
 /// (the tests compare them), in well under serde's time. An answer holds

@@ -1,6 +1,6 @@
 //! Rocket's own errors come back as the same JSON as ours, and health.
 
-use rocket::http::{ContentType, Status};
+use rocket::http::{ContentType, Method, Status};
 use serde_json::json;
 use sperform::store::Store;
 
@@ -38,6 +38,31 @@ fn a_wrong_method_is_a_405_that_lists_the_allowed_ones() {
     let response = app.client.post("/api/v1/servers/web-1").dispatch();
     assert_eq!(response.headers().get_one("Allow"), Some("DELETE"));
     assert_eq!(response.status(), Status::MethodNotAllowed);
+    // Every other method Rocket knows, on every kind of route.
+    for method in [
+        Method::Patch,
+        Method::Options,
+        Method::Trace,
+        Method::Connect,
+    ] {
+        for (path, allowed) in [
+            ("/health", "GET"),
+            ("/api/v1/samples", "POST"),
+            ("/prometheus/api/v1/query", "GET, POST"),
+        ] {
+            let response = app.client.req(method, path).dispatch();
+            assert_eq!(
+                response.status(),
+                Status::MethodNotAllowed,
+                "{method} {path}"
+            );
+            assert_eq!(
+                response.headers().get_one("Allow"),
+                Some(allowed),
+                "{method} {path}"
+            );
+        }
+    }
 }
 
 #[test]

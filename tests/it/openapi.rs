@@ -13,13 +13,19 @@ fn document(app: &TestApp) -> Value {
     serde_json::from_str(&response.into_string().unwrap()).unwrap()
 }
 
-/// A Rocket path pattern (`/api/v1/servers/<name>/load`, `/x/<rest..>`) as
-/// an OpenAPI path template (`/api/v1/servers/{name}/load`, `/x/{rest}`).
+/// A Rocket path pattern (`/api/v1/servers/<name>/load`, `/x/<path..>`) as
+/// an OpenAPI path template (`/api/v1/servers/{name}/load`,
+/// `/x/{path}/{rest}`). A `<path..>` route is ranked below a `<name>` one
+/// on the same prefix, so it answers two or more segments; OpenAPI has no
+/// template for those, and one `{path}` would make two identical paths.
 fn openapi_path(rocket_path: &str) -> String {
     rocket_path
         .split('/')
         .map(|segment| match segment.strip_prefix('<') {
-            Some(name) => format!("{{{}}}", name.trim_end_matches('>').trim_end_matches("..")),
+            Some(name) if name.ends_with("..>") => {
+                format!("{{{}}}/{{rest}}", name.trim_end_matches("..>"))
+            }
+            Some(name) => format!("{{{}}}", name.trim_end_matches('>')),
             None => segment.to_owned(),
         })
         .collect::<Vec<_>>()
@@ -205,8 +211,9 @@ fn the_openapi_document_describes_bodies_errors_and_security() {
                 continue;
             }
             // The Prometheus-compatible API answers its own failures in
-            // Prometheus's envelope; its token refusals are ours.
-            let prometheus = path.starts_with("/prometheus/") && status != "401";
+            // Prometheus's envelope; its token refusals and Rocket's refusal
+            // of a body that is not a form are ours.
+            let prometheus = path.starts_with("/prometheus/") && status != "401" && status != "415";
             let expected = match prometheus {
                 true => "#/components/schemas/PromErrorBody",
                 false => "#/components/schemas/ErrorBody",
@@ -262,4 +269,94 @@ fn the_openapi_document_describes_bodies_errors_and_security() {
     );
     assert!(security("/health", "get").is_null());
     assert!(security("/api/v1/openapi.json", "get").is_null());
+}
+
+#[test]
+fn the_openapi_document_states_the_constraints_the_daemon_enforces() {
+    let app = TestApp::new();
+    let doc = document(&app);
+    let batch = &doc["paths"]["/api/v1/samples"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    assert_eq!(batch["minItems"], 1, "{batch}");
+    assert_eq!(batch["items"]["$ref"], "#/components/schemas/BatchEntry");
+    assert_eq!(batch["maxItems"], 10_000, "{batch}");
+
+    let parameter = |path: &str, name: &str| {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{path} has no parameter {name}"))["schema"]
+            .clone()
+    };
+    let label = parameter("/prometheus/api/v1/label/{name}/values", "name");
+    assert_eq!(label["pattern"], "^[A-Za-z_][A-Za-z0-9_]*$");
+    let server = parameter("/api/v1/servers/{name}/load", "name");
+    assert_eq!(server["pattern"], "^[A-Za-z0-9._:-]+$");
+    assert_eq!(server["maxLength"], 253);
+
+    // Every time parameter is the one time schema, a pattern.
+    let time = &doc["components"]["schemas"]["TimeText"];
+    assert_eq!(time["type"], "string");
+    let pattern = time["pattern"].as_str().unwrap();
+    for (path, name) in [
+        ("/api/v1/servers/{name}/load/range", "from"),
+        ("/api/v1/servers/{name}/load/range", "to"),
+        ("/prometheus/api/v1/query_range", "start"),
+    ] {
+        assert_eq!(
+            parameter(path, name)["pattern"].as_str(),
+            Some(pattern),
+            "{path} {name}"
+        );
+    }
+
+    // A Prometheus POST without a form body is Rocket's 415, in our shape.
+    let response = app.client.post("/prometheus/api/v1/query").dispatch();
+    let (status, body) = crate::support::read(response);
+    assert_eq!(status, Status::UnsupportedMediaType);
+    assert_eq!(
+        crate::support::error_message(&body),
+        "unsupported media type"
+    );
+    let documented = &doc["paths"]["/prometheus/api/v1/query"]["post"]["responses"]["415"];
+    assert_eq!(
+        documented["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ErrorBody"
+    );
+}
+
+/// Every `$ref` in `value`, recursively.
+fn references(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value.as_str()) {
+                    ("$ref", Some(reference)) => found.push(reference.to_owned()),
+                    _ => references(value, found),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| references(item, found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_reference_in_the_openapi_document_resolves() {
+    let app = TestApp::new();
+    let doc = document(&app);
+    let mut found = Vec::new();
+    references(&doc, &mut found);
+    assert!(found.len() > 20, "only {} references", found.len());
+    for reference in found {
+        let pointer = reference
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("{reference} is not local"));
+        assert!(
+            doc.pointer(pointer).is_some_and(Value::is_object),
+            "{reference} names nothing"
+        );
+    }
 }

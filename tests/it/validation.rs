@@ -235,3 +235,65 @@ fn a_body_over_64_kib_is_a_413() {
     let (status, _) = app.post("/api/v1/servers/web-1/samples", body);
     assert_eq!(status, Status::NoContent);
 }
+
+#[test]
+fn a_query_parameter_given_twice_is_refused() {
+    let app = TestApp::new();
+    let (status, _) = app.post_sample("web-1", json!({"cpu": 1, "ram": 1}));
+    assert_eq!(status, Status::NoContent);
+    let (status, body) = app.get("/api/v1/servers/web-1/load?at=1700000000&at=1700000060");
+    assert_eq!(status, Status::UnprocessableEntity);
+    assert_eq!(
+        error_message(&body),
+        "query parameter `at` is given more than once"
+    );
+    let (status, body) = app.get("/api/v1/overview?at=zzz&at=1700000000");
+    assert_eq!(status, Status::UnprocessableEntity);
+    assert_eq!(
+        error_message(&body),
+        "query parameter `at` is given more than once"
+    );
+    let (status, body) = app.get("/api/v1/servers/web-1/load/range?from=1&to=2&step=1m&step=5m");
+    assert_eq!(status, Status::UnprocessableEntity);
+    assert_eq!(
+        error_message(&body),
+        "query parameter `step` is given more than once"
+    );
+}
+
+#[test]
+fn bad_query_parameters_are_named_in_the_order_the_handler_checks_them() {
+    let app = TestApp::new();
+    let (status, body) = app.get("/api/v1/servers/web%201/load/range?from=x&step=zz");
+    assert_eq!(status, Status::UnprocessableEntity);
+    assert_eq!(
+        error_message(&body),
+        "server name may only contain A-Z a-z 0-9 . _ : - (found ' ')"
+    );
+    let (status, body) = app.get("/api/v1/servers/web-1/load/range?from=x&step=zz");
+    assert_eq!(status, Status::UnprocessableEntity);
+    assert_eq!(
+        error_message(&body),
+        "query parameter `from`: time \"x\" is not an RFC 3339 time such as \"2026-11-27T19:58:03Z\" (premature end of input)"
+    );
+    let (status, body) = app.get("/api/v1/servers/web-1/load/range?from=1&step=zz");
+    assert_eq!(
+        (status, error_message(&body)),
+        (
+            Status::UnprocessableEntity,
+            "query parameter `to` is missing".to_owned()
+        )
+    );
+    let (status, body) = app.get("/api/v1/servers/web-1/load/range?from=1&to=2&step=7s");
+    assert_eq!(status, Status::UnprocessableEntity);
+    assert_eq!(
+        error_message(&body),
+        "step \"7s\" must be one of 1m 5m 10m 15m 30m 1h 6h 12h 1d, or seconds that make whole minutes"
+    );
+    let (status, body) = app.get("/api/v1/overview?at=");
+    assert_eq!(status, Status::UnprocessableEntity);
+    assert_eq!(
+        error_message(&body),
+        "query parameter `at`: time \"\" is not an RFC 3339 time such as \"2026-11-27T19:58:03Z\" (premature end of input)"
+    );
+}

@@ -10,12 +10,20 @@ use std::io::Cursor;
 
 use chrono::DateTime;
 use rocket::State;
-use rocket::form::{Form, FromForm};
+use rocket::form::{self, Form, FromForm, FromFormField, ValueField};
 use rocket::http::{ContentType, Status};
-use rocket::request::Request;
+use rocket::request::{FromParam, Request};
 use rocket::response::{self, Responder, Response};
+use serde::ser::{Error as _, SerializeTuple};
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Ref, Type};
+use utoipa::openapi::{RefOr, Schema};
 
 use super::auth::Read;
+use super::params::TimeText;
+use super::responses::{Unauthorized, UnsupportedMediaType};
+use crate::error::StoreFailure;
 use crate::store::{ServerSamples, Store, StoreError};
 use eval::{Labels, Outcome, Query, QueryError, Selector, Steps};
 
@@ -27,16 +35,155 @@ const PROMETHEUS_VERSION: &str = "3.0.0";
 
 /// Every parameter these endpoints take, from the query string (`GET`) or
 /// a form body (`POST`). Unknown parameters (`timeout`, `limit`, ...) are
-/// ignored.
+/// ignored; so are `start` and `end` of the listing endpoints.
 #[derive(Debug, Default, FromForm)]
 pub struct Params {
     query: Option<String>,
-    time: Option<String>,
-    start: Option<String>,
-    end: Option<String>,
-    step: Option<String>,
+    time: Option<Parsed<Time>>,
+    start: Option<Parsed<Time>>,
+    end: Option<Parsed<Time>>,
+    step: Option<Parsed<Resolution>>,
     #[field(name = "match")]
     matches: Vec<String>,
+}
+
+/// A parameter parsed as Prometheus takes it when the form is read. It
+/// keeps its error, answered when the handler reaches the parameter, so
+/// that a bad one is `bad_data` in Prometheus's envelope (a failed form
+/// field would be Rocket's own refusal) and errors come in the handler's
+/// order.
+#[derive(Debug)]
+pub struct Parsed<K: Kind>(Result<i64, PromError>, std::marker::PhantomData<K>);
+
+/// How a kind of parameter is parsed.
+pub trait Kind: Send + Sized {
+    fn parse(name: &str, text: &str) -> Result<i64, PromError>;
+}
+
+/// A time in Unix milliseconds (`parse_time`).
+#[derive(Debug)]
+pub struct Time;
+
+impl Kind for Time {
+    fn parse(name: &str, text: &str) -> Result<i64, PromError> {
+        parse_time(name, text)
+    }
+}
+
+/// A step in milliseconds (`parse_step`).
+#[derive(Debug)]
+pub struct Resolution;
+
+impl Kind for Resolution {
+    fn parse(_name: &str, text: &str) -> Result<i64, PromError> {
+        parse_step(text)
+    }
+}
+
+impl<K: Kind> Parsed<K> {
+    /// The value of a parameter a query needs: left out, it is refused as
+    /// Prometheus refuses an empty one.
+    fn required(param: Option<Parsed<K>>, name: &str) -> Result<i64, PromError> {
+        match param {
+            Some(Parsed(parsed, _)) => parsed,
+            None => K::parse(name, ""),
+        }
+    }
+}
+
+#[rocket::async_trait]
+impl<'v, K: Kind> FromFormField<'v> for Parsed<K> {
+    fn from_value(field: ValueField<'v>) -> form::Result<'v, Self> {
+        let parsed = K::parse(field.name.source().as_str(), field.value);
+        Ok(Parsed(parsed, std::marker::PhantomData))
+    }
+}
+
+/// A series selector such as `sperform_cpu_percent{server=~"web-.*"}`, as
+/// the OpenAPI document shows it.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, min_length = 1)]
+pub struct SelectorText(#[allow(dead_code, reason = "documentation only")] String);
+
+/// The `match[]` field of a form body: one selector or more (a form field
+/// given once is a list of one).
+pub struct Selectors;
+
+impl utoipa::PartialSchema for Selectors {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(Ref::from_schema_name("SelectorText"))
+            .item(
+                ArrayBuilder::new()
+                    .items(Ref::from_schema_name("SelectorText"))
+                    .min_items(Some(1)),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Selectors {}
+
+/// The form body of `POST query`, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "documentation only: never constructed")]
+pub struct PromQueryForm {
+    /// A PromQL expression over `sperform_cpu_percent` and
+    /// `sperform_ram_percent` (label `server`).
+    #[schema(min_length = 1)]
+    query: String,
+    /// The evaluation time; now if left out.
+    #[schema(required = false)]
+    time: TimeText,
+}
+
+/// The form body of `POST query_range`, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "documentation only: never constructed")]
+pub struct PromRangeForm {
+    /// A PromQL expression over `sperform_cpu_percent` and
+    /// `sperform_ram_percent` (label `server`).
+    #[schema(min_length = 1)]
+    query: String,
+    /// The start of the range.
+    start: TimeText,
+    /// The end of the range.
+    end: TimeText,
+    /// The resolution: a duration (`15s`, `1m`) or a number of seconds.
+    #[schema(pattern = r"^([1-9][0-9]{0,5}|([1-9][0-9]{0,3}(s|m|h|d))+)$")]
+    step: String,
+}
+
+/// The form body of `POST labels`, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "documentation only: never constructed")]
+pub struct PromListForm {
+    /// Series selectors; every series if left out.
+    #[schema(rename = "match[]", required = false, value_type = Selectors)]
+    matches: Vec<String>,
+    /// Accepted, as Prometheus takes it, and ignored: the series of every
+    /// time are listed.
+    #[schema(required = false)]
+    start: String,
+    /// Accepted and ignored, as `start`.
+    #[schema(required = false)]
+    end: String,
+}
+
+/// The form body of `POST series`, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "documentation only: never constructed")]
+pub struct PromSeriesForm {
+    /// Series selectors; at least one.
+    #[schema(rename = "match[]", value_type = Selectors)]
+    matches: Vec<String>,
+    /// Accepted, as Prometheus takes it, and ignored: the series of every
+    /// time are listed.
+    #[schema(required = false)]
+    start: String,
+    /// Accepted and ignored, as `start`.
+    #[schema(required = false)]
+    end: String,
 }
 
 #[utoipa::path(
@@ -45,12 +192,13 @@ pub struct Params {
     tag = "prometheus",
     summary = "PromQL instant query",
     params(
-        ("query" = String, Query, description = "A PromQL expression over `sperform_cpu_percent` and `sperform_ram_percent` (label `server`)", example = "avg_over_time(sperform_cpu_percent{server=\"web-1\"}[5m])"),
-        ("time" = inline(Option<String>), Query, description = "The evaluation time; now if left out. RFC 3339 or Unix seconds."),
+        ("query" = String, Query, description = "A PromQL expression over `sperform_cpu_percent` and `sperform_ram_percent` (label `server`)", example = "avg_over_time(sperform_cpu_percent{server=\"web-1\"}[5m])", min_length = 1),
+        ("time" = inline(Option<TimeText>), Query, description = "The evaluation time; now if left out. RFC 3339 or Unix seconds."),
     ),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        crate::api::openapi::PromQueryErrors,
+        QueryAnswer,
+        Unauthorized,
+        PromFailures,
     ),
     security((), ("read_token" = []))
 )]
@@ -64,10 +212,12 @@ pub async fn query_get(_auth: Read, params: Params, store: &State<Store>) -> Ans
     path = "/prometheus/api/v1/query",
     tag = "prometheus",
     summary = "PromQL instant query (form body)",
-    request_body(content = crate::api::openapi::PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
+    request_body(content = PromQueryForm, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        crate::api::openapi::PromQueryErrors,
+        QueryAnswer,
+        Unauthorized,
+        UnsupportedMediaType,
+        PromFailures,
     ),
     security((), ("read_token" = []))
 )]
@@ -82,14 +232,15 @@ pub async fn query_post(_auth: Read, params: Form<Params>, store: &State<Store>)
     tag = "prometheus",
     summary = "PromQL range query",
     params(
-        ("query" = String, Query, description = "A PromQL expression over `sperform_cpu_percent` and `sperform_ram_percent` (label `server`)", example = "avg_over_time(sperform_cpu_percent{server=\"web-1\"}[5m])"),
-        ("start" = String, Query, description = "The start of the range. RFC 3339 or Unix seconds."),
-        ("end" = String, Query, description = "The end of the range. RFC 3339 or Unix seconds."),
-        ("step" = String, Query, description = "The resolution: a duration (`15s`, `1m`) or a number of seconds", example = "1m"),
+        ("query" = String, Query, description = "A PromQL expression over `sperform_cpu_percent` and `sperform_ram_percent` (label `server`)", example = "avg_over_time(sperform_cpu_percent{server=\"web-1\"}[5m])", min_length = 1),
+        ("start" = inline(TimeText), Query, description = "The start of the range. RFC 3339 or Unix seconds."),
+        ("end" = inline(TimeText), Query, description = "The end of the range. RFC 3339 or Unix seconds."),
+        ("step" = String, Query, description = "The resolution: a duration (`15s`, `1m`) or a number of seconds", example = "1m", pattern = r"^([1-9][0-9]{0,5}|([1-9][0-9]{0,3}(s|m|h|d))+)$"),
     ),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        crate::api::openapi::PromQueryErrors,
+        QueryAnswer,
+        Unauthorized,
+        PromFailures,
     ),
     security((), ("read_token" = []))
 )]
@@ -103,10 +254,12 @@ pub async fn query_range_get(_auth: Read, params: Params, store: &State<Store>) 
     path = "/prometheus/api/v1/query_range",
     tag = "prometheus",
     summary = "PromQL range query (form body)",
-    request_body(content = crate::api::openapi::PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
+    request_body(content = PromRangeForm, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        crate::api::openapi::PromQueryErrors,
+        QueryAnswer,
+        Unauthorized,
+        UnsupportedMediaType,
+        PromFailures,
     ),
     security((), ("read_token" = []))
 )]
@@ -121,13 +274,14 @@ pub async fn query_range_post(_auth: Read, params: Form<Params>, store: &State<S
     tag = "prometheus",
     summary = "Label names",
     params(
-        ("match[]" = inline(Option<Vec<String>>), Query, description = "Series selectors; every series if left out", example = json!(["sperform_cpu_percent{server=~\"web-.*\"}"])),
-        ("start" = inline(Option<String>), Query, description = "Only series with samples at or after this time. RFC 3339 or Unix seconds."),
-        ("end" = inline(Option<String>), Query, description = "Only series with samples at or before this time. RFC 3339 or Unix seconds."),
+        ("match[]" = inline(Option<Vec<SelectorText>>), Query, description = "Series selectors; every series if left out", example = json!(["sperform_cpu_percent{server=~\"web-.*\"}"])),
+        ("start" = inline(Option<String>), Query, description = "Accepted, as Prometheus takes it, and ignored: the series of every time are listed."),
+        ("end" = inline(Option<String>), Query, description = "Accepted and ignored, as `start`."),
     ),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        crate::api::openapi::PromListErrors,
+        NamesAnswer,
+        Unauthorized,
+        PromFailures,
     ),
     security((), ("read_token" = []))
 )]
@@ -141,10 +295,12 @@ pub async fn labels_get(_auth: Read, params: Params, store: &State<Store>) -> An
     path = "/prometheus/api/v1/labels",
     tag = "prometheus",
     summary = "Label names (form body)",
-    request_body(content = crate::api::openapi::PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
+    request_body(content = PromListForm, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        crate::api::openapi::PromListErrors,
+        NamesAnswer,
+        Unauthorized,
+        UnsupportedMediaType,
+        PromFailures,
     ),
     security((), ("read_token" = []))
 )]
@@ -159,20 +315,30 @@ pub async fn labels_post(_auth: Read, params: Form<Params>, store: &State<Store>
     tag = "prometheus",
     summary = "Values of a label",
     params(
-        ("name" = String, Path, description = "A label name: `__name__` or `server`"),
-        ("match[]" = inline(Option<Vec<String>>), Query, description = "Series selectors; every series if left out", example = json!(["sperform_cpu_percent{server=~\"web-.*\"}"])),
-        ("start" = inline(Option<String>), Query, description = "Only series with samples at or after this time. RFC 3339 or Unix seconds."),
-        ("end" = inline(Option<String>), Query, description = "Only series with samples at or before this time. RFC 3339 or Unix seconds."),
+        ("name" = String, Path, description = "A label name: `__name__` or `server` (any other has no values)", pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"),
+        ("match[]" = inline(Option<Vec<SelectorText>>), Query, description = "Series selectors; every series if left out", example = json!(["sperform_cpu_percent{server=~\"web-.*\"}"])),
+        ("start" = inline(Option<String>), Query, description = "Accepted, as Prometheus takes it, and ignored: the series of every time are listed."),
+        ("end" = inline(Option<String>), Query, description = "Accepted and ignored, as `start`."),
     ),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        crate::api::openapi::PromListErrors,
+        NamesAnswer,
+        Unauthorized,
+        PromFailures,
     ),
     security((), ("read_token" = []))
 )]
 #[rocket::get("/label/<name>/values?<params..>")]
-pub async fn label_values(_auth: Read, name: &str, params: Params, store: &State<Store>) -> Answer {
-    Answer::from(values_of_label(store, name, params).await)
+pub async fn label_values(
+    _auth: Read,
+    name: Result<LabelName, PromError>,
+    params: Params,
+    store: &State<Store>,
+) -> Answer {
+    let values = match name {
+        Ok(name) => values_of_label(store, name, params).await,
+        Err(err) => Err(err),
+    };
+    Answer::from(values)
 }
 
 #[utoipa::path(
@@ -181,13 +347,14 @@ pub async fn label_values(_auth: Read, name: &str, params: Params, store: &State
     tag = "prometheus",
     summary = "Series matching selectors",
     params(
-        ("match[]" = Vec<String>, Query, description = "Series selectors; at least one", example = json!(["sperform_cpu_percent{server=~\"web-.*\"}"])),
-        ("start" = inline(Option<String>), Query, description = "Only series with samples at or after this time. RFC 3339 or Unix seconds."),
-        ("end" = inline(Option<String>), Query, description = "Only series with samples at or before this time. RFC 3339 or Unix seconds."),
+        ("match[]" = inline(Vec<SelectorText>), Query, description = "Series selectors; at least one", min_items = 1, example = json!(["sperform_cpu_percent{server=~\"web-.*\"}"])),
+        ("start" = inline(Option<String>), Query, description = "Accepted, as Prometheus takes it, and ignored: the series of every time are listed."),
+        ("end" = inline(Option<String>), Query, description = "Accepted and ignored, as `start`."),
     ),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        crate::api::openapi::PromListErrors,
+        SeriesAnswer,
+        Unauthorized,
+        PromFailures,
     ),
     security((), ("read_token" = []))
 )]
@@ -201,10 +368,12 @@ pub async fn series_get(_auth: Read, params: Params, store: &State<Store>) -> An
     path = "/prometheus/api/v1/series",
     tag = "prometheus",
     summary = "Series matching selectors (form body)",
-    request_body(content = crate::api::openapi::PromParams, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
+    request_body(content = PromSeriesForm, content_type = "application/x-www-form-urlencoded", description = "The same parameters as the GET form, as a form body"),
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        crate::api::openapi::PromListErrors,
+        SeriesAnswer,
+        Unauthorized,
+        UnsupportedMediaType,
+        PromFailures,
     ),
     security((), ("read_token" = []))
 )]
@@ -219,19 +388,139 @@ pub async fn series_post(_auth: Read, params: Form<Params>, store: &State<Store>
     tag = "prometheus",
     summary = "Build information, as Prometheus reports it",
     responses(
-        (status = 200, description = "Success, in Prometheus's envelope", body = crate::api::openapi::PromSuccessBody),
-        (status = 401, description = "A read token is configured and the request lacks it or has another", body = crate::api::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sperform\"`, with `error=\"invalid_token\"` for a wrong token"))),
+        (status = 200, description = "Success, in Prometheus's envelope", body = PromSuccessBody<BuildInfo>),
+        Unauthorized,
     ),
     security((), ("read_token" = []))
 )]
 #[rocket::get("/status/buildinfo")]
 pub fn buildinfo(_auth: Read) -> Answer {
-    Answer::from(Ok(format!(
-        r#"{{"version":{},"revision":{},"branch":"","buildUser":"","buildDate":"","goVersion":""}}"#,
-        json_string(PROMETHEUS_VERSION),
-        json_string(&format!("sperform {}", env!("CARGO_PKG_VERSION"))),
-    )))
+    Answer::from(Ok(BuildInfo {
+        version: PROMETHEUS_VERSION,
+        revision: format!("sperform {}", env!("CARGO_PKG_VERSION")),
+        branch: "",
+        build_user: "",
+        build_date: "",
+        go_version: "",
+    }))
 }
+
+/// A successful answer, in Prometheus's envelope: `{"status": "success",
+/// "data": ...}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PromSuccessBody<T> {
+    /// Always `success`.
+    #[schema(value_type = String, examples("success"))]
+    status: &'static str,
+    data: T,
+}
+
+/// A failure, in Prometheus's envelope.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromErrorBody {
+    /// Always `error`.
+    #[schema(value_type = String, examples("error"))]
+    status: &'static str,
+    /// `bad_data` (400: a bad parameter or unsupported PromQL),
+    /// `execution` (422), `unavailable` (503) or `internal` (500).
+    #[schema(value_type = String, examples("bad_data"))]
+    error_type: &'static str,
+    /// What went wrong.
+    error: String,
+}
+
+/// The result of a query: `{"resultType": ..., "result": ...}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+pub enum QueryData {
+    /// A number (an instant query of a scalar expression).
+    Scalar(Point),
+    /// One point per series (an instant query).
+    Vector(Vec<InstantSeries>),
+    /// Points at every step per series (a range query).
+    Matrix(Vec<RangeSeries>),
+}
+
+/// A series' labels and its value at the evaluation time.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct InstantSeries {
+    #[schema(value_type = HashMap<String, String>)]
+    metric: Labels,
+    value: Point,
+}
+
+/// A series' labels and its values at each step.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RangeSeries {
+    #[schema(value_type = HashMap<String, String>)]
+    metric: Labels,
+    values: Vec<Point>,
+}
+
+/// A series' label set, as `series` lists it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = HashMap<String, String>)]
+pub struct SeriesLabels(Labels);
+
+/// What `status/buildinfo` answers, in Prometheus's field names.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildInfo {
+    /// The Prometheus version whose API this follows.
+    #[schema(value_type = String)]
+    version: &'static str,
+    /// `sperform` and its version.
+    revision: String,
+    #[schema(value_type = String)]
+    branch: &'static str,
+    #[schema(value_type = String)]
+    build_user: &'static str,
+    #[schema(value_type = String)]
+    build_date: &'static str,
+    #[schema(value_type = String)]
+    go_version: &'static str,
+}
+
+/// `[<Unix seconds>, "<value>"]`, both as Prometheus writes them: the time
+/// a number with the milliseconds, if any, as three digits, the value a
+/// string (`NaN`, `+Inf` included).
+#[derive(Debug, Clone, Copy)]
+pub struct Point {
+    time_ms: i64,
+    value: f64,
+}
+
+impl Serialize for Point {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // A float would drop the trailing zeros of `1700000000.050`.
+        let time = RawValue::from_string(timestamp(self.time_ms)).map_err(S::Error::custom)?;
+        let mut pair = serializer.serialize_tuple(2)?;
+        pair.serialize_element(&time)?;
+        pair.serialize_element(&format_value(self.value))?;
+        pair.end()
+    }
+}
+
+impl utoipa::PartialSchema for Point {
+    fn schema() -> RefOr<Schema> {
+        ArrayBuilder::new()
+            .description(Some(
+                "`[<Unix seconds>, \"<value>\"]`: the time a number, the value a string",
+            ))
+            .items(
+                OneOfBuilder::new()
+                    .item(ObjectBuilder::new().schema_type(Type::Number))
+                    .item(ObjectBuilder::new().schema_type(Type::String)),
+            )
+            .min_items(Some(2))
+            .max_items(Some(2))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Point {}
 
 /// A failure in Prometheus's terms: its `errorType` and HTTP status.
 #[derive(Debug, Clone, PartialEq)]
@@ -253,6 +542,14 @@ impl PromError {
     fn invalid_parameter(name: &str, message: &str) -> Self {
         Self::bad_data(format!("invalid parameter {name:?}: {message}"))
     }
+
+    fn internal() -> Self {
+        PromError {
+            status: Status::InternalServerError,
+            error_type: "internal",
+            message: "the database failed; see the daemon's log".to_owned(),
+        }
+    }
 }
 
 impl From<QueryError> for PromError {
@@ -270,47 +567,112 @@ impl From<QueryError> for PromError {
 
 impl From<StoreError> for PromError {
     fn from(err: StoreError) -> Self {
-        if err.is_transient() {
-            PromError {
-                status: Status::ServiceUnavailable,
-                error_type: "unavailable",
-                message: format!("the database is busy, try again: {err}"),
-            }
-        } else {
-            log::error!("a Prometheus API read failed: {err}");
-            PromError {
-                status: Status::InternalServerError,
-                error_type: "internal",
-                message: "the database failed; see the daemon's log".to_owned(),
-            }
+        match StoreFailure::classify(err) {
+            StoreFailure::Internal(_) => PromError::internal(),
+            StoreFailure::QueueFull(err)
+            | StoreFailure::ShuttingDown(err)
+            | StoreFailure::Transient(err) => PromError::unavailable(&err),
         }
     }
 }
 
-/// A response in Prometheus's envelope: `{"status":"success","data":..}`
-/// or `{"status":"error","errorType":..,"error":..}`.
-pub struct Answer {
-    status: Status,
-    body: String,
+impl PromError {
+    fn unavailable(err: &StoreError) -> Self {
+        PromError {
+            status: Status::ServiceUnavailable,
+            error_type: "unavailable",
+            message: format!("the database is busy, try again: {err}"),
+        }
+    }
 }
 
-impl From<Result<String, PromError>> for Answer {
-    fn from(result: Result<String, PromError>) -> Self {
-        match result {
-            Ok(data) => Answer {
+/// The successful answers of the Prometheus-compatible routes, for the
+/// OpenAPI document. Documentation only: never constructed.
+#[allow(dead_code, reason = "documentation only: never constructed")]
+#[derive(utoipa::IntoResponses)]
+pub enum QueryAnswer {
+    /// Success, in Prometheus's envelope
+    #[response(status = 200)]
+    Success(PromSuccessBody<QueryData>),
+}
+
+#[allow(dead_code, reason = "documentation only: never constructed")]
+#[derive(utoipa::IntoResponses)]
+pub enum NamesAnswer {
+    /// Success, in Prometheus's envelope: label names or values
+    #[response(status = 200)]
+    Success(PromSuccessBody<Vec<String>>),
+}
+
+#[allow(dead_code, reason = "documentation only: never constructed")]
+#[derive(utoipa::IntoResponses)]
+pub enum SeriesAnswer {
+    /// Success, in Prometheus's envelope: label sets
+    #[response(status = 200)]
+    Success(PromSuccessBody<Vec<SeriesLabels>>),
+}
+
+/// The errors of the Prometheus-compatible routes, in Prometheus's
+/// envelope, for the OpenAPI document. Documentation only: never
+/// constructed.
+#[allow(dead_code, reason = "documentation only: never constructed")]
+#[derive(utoipa::IntoResponses)]
+pub enum PromFailures {
+    /// `bad_data`: a bad parameter, or PromQL that is malformed or not supported
+    #[response(status = 400)]
+    BadData(PromErrorBody),
+    /// `execution`: the query cannot run as asked (too many series or samples, or a result with duplicate label sets)
+    #[response(status = 422)]
+    Execution(PromErrorBody),
+    /// `unavailable`: the database is busy; try again
+    #[response(status = 503)]
+    Unavailable(PromErrorBody),
+    /// `internal`: storage failure; see the daemon's log
+    #[response(status = 500)]
+    Internal(PromErrorBody),
+}
+
+/// A response in Prometheus's envelope: `PromSuccessBody` or
+/// `PromErrorBody`, serialised.
+pub struct Answer {
+    status: Status,
+    body: Vec<u8>,
+}
+
+impl<T: Serialize> From<Result<T, PromError>> for Answer {
+    fn from(result: Result<T, PromError>) -> Self {
+        let success = result.and_then(|data| {
+            serde_json::to_vec(&PromSuccessBody {
+                status: "success",
+                data,
+            })
+            .map_err(|err| {
+                log::error!("could not serialise a Prometheus API answer: {err}");
+                PromError::internal()
+            })
+        });
+        match success {
+            Ok(body) => Answer {
                 status: Status::Ok,
-                body: format!(r#"{{"status":"success","data":{data}}}"#),
+                body,
             },
             Err(err) => Answer {
                 status: err.status,
-                body: format!(
-                    r#"{{"status":"error","errorType":{},"error":{}}}"#,
-                    json_string(err.error_type),
-                    json_string(&err.message)
-                ),
+                body: error_body(err),
             },
         }
     }
+}
+
+/// `PromErrorBody` of `err`, serialised.
+fn error_body(err: PromError) -> Vec<u8> {
+    let body = PromErrorBody {
+        status: "error",
+        error_type: err.error_type,
+        error: err.message,
+    };
+    // A struct of strings always serialises; the fallback is never sent.
+    serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"status\":\"error\"}".to_vec())
 }
 
 impl<'r> Responder<'r, 'static> for Answer {
@@ -323,44 +685,39 @@ impl<'r> Responder<'r, 'static> for Answer {
     }
 }
 
-async fn instant_query(store: &Store, params: Params) -> Result<String, PromError> {
+async fn instant_query(store: &Store, params: Params) -> Result<QueryData, PromError> {
     let query = parse_query(params.query.as_deref())?;
-    let time = match params.time.as_deref() {
-        Some(text) => parse_time("time", text)?,
+    let time = match params.time {
+        Some(Parsed(time, _)) => time?,
         None => store.now().millis(),
     };
     let steps = Steps::instant(time);
-    let result = match run(store, query, steps).await? {
-        Outcome::Scalar(values) => format!(
-            r#"{{"resultType":"scalar","result":{}}}"#,
-            point(time, values.first().copied().unwrap_or(f64::NAN))
-        ),
-        Outcome::Series(series) => {
-            let items: Vec<String> = series
-                .iter()
+    let data = match run(store, query, steps).await? {
+        Outcome::Scalar(values) => QueryData::Scalar(Point {
+            time_ms: time,
+            value: values.first().copied().unwrap_or(f64::NAN),
+        }),
+        Outcome::Series(series) => QueryData::Vector(
+            series
+                .into_iter()
                 .filter_map(|series| {
-                    let &(time, value) = series.points.first()?;
-                    Some(format!(
-                        r#"{{"metric":{},"value":{}}}"#,
-                        labels_json(&series.labels),
-                        point(time, value)
-                    ))
+                    let &(time_ms, value) = series.points.first()?;
+                    Some(InstantSeries {
+                        metric: series.labels,
+                        value: Point { time_ms, value },
+                    })
                 })
-                .collect();
-            format!(
-                r#"{{"resultType":"vector","result":[{}]}}"#,
-                items.join(",")
-            )
-        }
+                .collect(),
+        ),
     };
-    Ok(result)
+    Ok(data)
 }
 
-async fn range_query(store: &Store, params: Params) -> Result<String, PromError> {
+async fn range_query(store: &Store, params: Params) -> Result<QueryData, PromError> {
     let query = parse_query(params.query.as_deref())?;
-    let start = parse_time("start", params.start.as_deref().unwrap_or(""))?;
-    let end = parse_time("end", params.end.as_deref().unwrap_or(""))?;
-    let step = parse_step(params.step.as_deref().unwrap_or(""))?;
+    let start = Parsed::required(params.start, "start")?;
+    let end = Parsed::required(params.end, "end")?;
+    let step = Parsed::required(params.step, "step")?;
     let steps = Steps::range(start, end, step)?;
     let series = match run(store, query, steps).await? {
         Outcome::Scalar(values) => vec![eval::Series {
@@ -373,24 +730,18 @@ async fn range_query(store: &Store, params: Params) -> Result<String, PromError>
         }],
         Outcome::Series(series) => series,
     };
-    let items: Vec<String> = series
-        .iter()
-        .map(|series| {
-            let points: Vec<String> = series
-                .points
-                .iter()
-                .map(|&(time, value)| point(time, value))
-                .collect();
-            format!(
-                r#"{{"metric":{},"values":[{}]}}"#,
-                labels_json(&series.labels),
-                points.join(",")
-            )
-        })
-        .collect();
-    Ok(format!(
-        r#"{{"resultType":"matrix","result":[{}]}}"#,
-        items.join(",")
+    Ok(QueryData::Matrix(
+        series
+            .into_iter()
+            .map(|series| RangeSeries {
+                metric: series.labels,
+                values: series
+                    .points
+                    .into_iter()
+                    .map(|(time_ms, value)| Point { time_ms, value })
+                    .collect(),
+            })
+            .collect(),
     ))
 }
 
@@ -415,40 +766,57 @@ async fn run(store: &Store, query: Query, steps: Steps) -> Result<Outcome, PromE
     };
     let outcome = tokio::task::spawn_blocking(move || query.evaluate(&data, &steps))
         .await
-        .map_err(|err| PromError::from(StoreError::Task(err.to_string())))??;
+        .map_err(|err| {
+            log::error!("a Prometheus API query failed: {err}");
+            PromError::internal()
+        })??;
     Ok(outcome)
 }
 
-async fn label_names(store: &Store, params: Params) -> Result<String, PromError> {
+async fn label_names(store: &Store, params: Params) -> Result<Vec<String>, PromError> {
     let series = selected_series(store, &params.matches, false).await?;
-    let mut names: Vec<&String> = series.iter().flat_map(|labels| labels.keys()).collect();
+    let mut names: Vec<String> = series.into_iter().flat_map(Labels::into_keys).collect();
     names.sort();
     names.dedup();
-    let names: Vec<String> = names.into_iter().map(|name| json_string(name)).collect();
-    Ok(format!("[{}]", names.join(",")))
+    Ok(names)
 }
 
-async fn values_of_label(store: &Store, name: &str, params: Params) -> Result<String, PromError> {
-    let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
-        return Err(PromError::bad_data(format!("invalid label name: {name:?}")));
-    }
+async fn values_of_label(
+    store: &Store,
+    name: LabelName,
+    params: Params,
+) -> Result<Vec<String>, PromError> {
     let series = selected_series(store, &params.matches, false).await?;
-    let mut values: Vec<&String> = series
-        .iter()
-        .filter_map(|labels| labels.get(name))
+    let mut values: Vec<String> = series
+        .into_iter()
+        .filter_map(|mut labels| labels.remove(&name.0))
         .collect();
     values.sort();
     values.dedup();
-    let values: Vec<String> = values.into_iter().map(|value| json_string(value)).collect();
-    Ok(format!("[{}]", values.join(",")))
+    Ok(values)
 }
 
-async fn series(store: &Store, params: Params) -> Result<String, PromError> {
+async fn series(store: &Store, params: Params) -> Result<Vec<SeriesLabels>, PromError> {
     let series = selected_series(store, &params.matches, true).await?;
-    let items: Vec<String> = series.iter().map(labels_json).collect();
-    Ok(format!("[{}]", items.join(",")))
+    Ok(series.into_iter().map(SeriesLabels).collect())
+}
+
+/// A label name from the path: a letter or `_`, then letters, digits and
+/// `_`.
+#[derive(Debug)]
+pub struct LabelName(String);
+
+impl<'a> FromParam<'a> for LabelName {
+    type Error = PromError;
+
+    fn from_param(name: &'a str) -> Result<Self, PromError> {
+        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(PromError::bad_data(format!("invalid label name: {name:?}")));
+        }
+        Ok(LabelName(name.to_owned()))
+    }
 }
 
 /// The stored series the `match[]` selectors select (every series when
@@ -528,11 +896,6 @@ pub fn parse_step(text: &str) -> Result<i64, PromError> {
     i64::try_from(duration.as_millis()).map_err(|_| invalid())
 }
 
-/// `[<Unix seconds>, "<value>"]`, both as Prometheus writes them.
-fn point(time_ms: i64, value: f64) -> String {
-    format!("[{},\"{}\"]", timestamp(time_ms), format_value(value))
-}
-
 /// Unix seconds with the milliseconds, if any, as three digits
 /// (`1700000000`, `1700000000.250`), as Prometheus writes them.
 pub fn timestamp(time_ms: i64) -> String {
@@ -558,18 +921,6 @@ pub fn format_value(value: f64) -> String {
     } else {
         format!("{value}")
     }
-}
-
-fn labels_json(labels: &Labels) -> String {
-    let pairs: Vec<String> = labels
-        .iter()
-        .map(|(name, value)| format!("{}:{}", json_string(name), json_string(value)))
-        .collect();
-    format!("{{{}}}", pairs.join(","))
-}
-
-fn json_string(text: &str) -> String {
-    serde_json::Value::from(text).to_string()
 }
 
 #[cfg(test)]
@@ -610,10 +961,132 @@ mod tests {
 
     #[test]
     fn points_are_written_as_prometheus_writes_them() {
+        let point = |time_ms, value| serde_json::to_string(&Point { time_ms, value }).unwrap();
         assert_eq!(point(1_700_000_000_000, 65.0), "[1700000000,\"65\"]");
         assert_eq!(point(1_700_000_000_050, 12.5), "[1700000000.050,\"12.5\"]");
         assert_eq!(format_value(0.1 + 0.2), "0.30000000000000004");
         assert_eq!(format_value(f64::INFINITY), "+Inf");
         assert_eq!(timestamp(-1_500), "-1.500");
+    }
+
+    fn body(answer: Answer) -> (u16, String) {
+        (
+            answer.status.code,
+            String::from_utf8(answer.body).expect("UTF-8"),
+        )
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|&(name, value)| (name.to_owned(), value.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn envelopes_are_written_byte_for_byte_as_prometheus_writes_them() {
+        let vector = QueryData::Vector(vec![InstantSeries {
+            metric: labels(&[("__name__", "sperform_cpu_percent"), ("server", "db:2.x_y")]),
+            value: Point {
+                time_ms: 1_796_685_300_500,
+                value: 0.1,
+            },
+        }]);
+        assert_eq!(
+            body(Answer::from(Ok(vector))),
+            (
+                200,
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"__name__":"sperform_cpu_percent","server":"db:2.x_y"},"value":[1796685300.500,"0.1"]}]}}"#.to_owned()
+            )
+        );
+        let matrix = QueryData::Matrix(vec![RangeSeries {
+            metric: Labels::new(),
+            values: vec![
+                Point {
+                    time_ms: 1_796_684_400_000,
+                    value: 5.0,
+                },
+                Point {
+                    time_ms: 1_796_684_461_250,
+                    value: f64::NEG_INFINITY,
+                },
+            ],
+        }]);
+        assert_eq!(
+            body(Answer::from(Ok(matrix))).1,
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1796684400,"5"],[1796684461.250,"-Inf"]]}]}}"#
+        );
+        let scalar = QueryData::Scalar(Point {
+            time_ms: 1_796_685_300_000,
+            value: f64::NAN,
+        });
+        assert_eq!(
+            body(Answer::from(Ok(scalar))).1,
+            r#"{"status":"success","data":{"resultType":"scalar","result":[1796685300,"NaN"]}}"#
+        );
+        let names = vec!["__name__".to_owned(), "a\"b".to_owned()];
+        assert_eq!(
+            body(Answer::from(Ok(names))).1,
+            r#"{"status":"success","data":["__name__","a\"b"]}"#
+        );
+        let series = vec![SeriesLabels(labels(&[("server", "web-1")]))];
+        assert_eq!(
+            body(Answer::from(Ok(series))).1,
+            r#"{"status":"success","data":[{"server":"web-1"}]}"#
+        );
+        let error: Result<Vec<String>, PromError> =
+            Err(PromError::bad_data("invalid label name: \"0bad\""));
+        assert_eq!(
+            body(Answer::from(error)),
+            (
+                400,
+                r#"{"status":"error","errorType":"bad_data","error":"invalid label name: \"0bad\""}"#
+                    .to_owned()
+            )
+        );
+        let internal: Result<Vec<String>, PromError> = Err(PromError::internal());
+        assert_eq!(
+            body(Answer::from(internal)),
+            (
+                500,
+                r#"{"status":"error","errorType":"internal","error":"the database failed; see the daemon's log"}"#
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn buildinfo_names_the_prometheus_version_it_follows() {
+        assert_eq!(
+            body(buildinfo(Read)).1,
+            format!(
+                r#"{{"status":"success","data":{{"version":"3.0.0","revision":"sperform {}","branch":"","buildUser":"","buildDate":"","goVersion":""}}}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+    }
+
+    #[test]
+    fn label_names_are_checked_in_the_path() {
+        assert!(LabelName::from_param("__name__").is_ok());
+        assert!(LabelName::from_param("server_2").is_ok());
+        let err = LabelName::from_param("0bad").unwrap_err();
+        assert_eq!(err.message, "invalid label name: \"0bad\"");
+        assert_eq!(err.status, Status::BadRequest);
+    }
+
+    #[test]
+    fn store_failures_take_their_status_from_the_shared_mapping() {
+        let errors: [fn() -> StoreError; 2] =
+            [|| StoreError::QueueFull, || StoreError::WriterStopped];
+        for error in errors {
+            let expected = format!("the database is busy, try again: {}", error());
+            let status = StoreFailure::classify(error()).status();
+            let prom = PromError::from(error());
+            assert_eq!(prom.status, status);
+            assert_eq!(prom.status, Status::ServiceUnavailable);
+            assert_eq!(prom.error_type, "unavailable");
+            assert_eq!(prom.message, expected);
+        }
     }
 }
