@@ -3,12 +3,12 @@
 //! a configuration, so the binary, the tests and other tools share it.
 
 pub mod api;
-pub mod clock;
 pub mod config;
 pub mod error;
 pub mod lifecycle;
 pub use sperform_model::model;
-pub mod store;
+pub use sperform_store as store;
+pub use sperform_store::clock;
 
 use std::time::Duration;
 

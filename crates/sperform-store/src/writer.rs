@@ -518,7 +518,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::model::HOUR_MS;
-    use crate::store::schema;
+    use crate::schema;
 
     const NOON: i64 = 1_800_000_000_000 - 1_800_000_000_000 % HOUR_MS;
 

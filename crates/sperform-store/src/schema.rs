@@ -12,23 +12,23 @@ use super::{StoreError, checkpoint};
 pub const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0001_initial",
-        include_str!("../../migrations/0001_initial.sql"),
+        include_str!("../../../migrations/0001_initial.sql"),
     ),
     (
         "0002_rollups",
-        include_str!("../../migrations/0002_rollups.sql"),
+        include_str!("../../../migrations/0002_rollups.sql"),
     ),
     (
         "0003_rollup_seal",
-        include_str!("../../migrations/0003_rollup_seal.sql"),
+        include_str!("../../../migrations/0003_rollup_seal.sql"),
     ),
     (
         "0004_rollup_extremes",
-        include_str!("../../migrations/0004_rollup_extremes.sql"),
+        include_str!("../../../migrations/0004_rollup_extremes.sql"),
     ),
     (
         "0005_server_seal",
-        include_str!("../../migrations/0005_server_seal.sql"),
+        include_str!("../../../migrations/0005_server_seal.sql"),
     ),
 ];
 
@@ -128,7 +128,7 @@ mod tests {
 
     #[test]
     fn the_migration_list_matches_the_migrations_directory() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
         let mut on_disk: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())

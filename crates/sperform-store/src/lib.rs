@@ -1,5 +1,9 @@
 //! Everything that touches SQLite: opening and migrating the database, the
-//! writer thread, the read pool and the queries. Nothing here knows HTTP.
+//! writer thread, the read pool and the queries, and the clock they all take
+//! the time from. Nothing here knows HTTP: this crate depends on the model,
+//! not on Rocket or JSON.
+
+pub mod clock;
 
 mod background;
 mod checkpoint;
@@ -23,6 +27,8 @@ pub use schema::{MIGRATIONS, NEW_DATABASE_PAGE_SIZE};
 pub use stats::{COMMIT_SECONDS_BOUNDS, GROUP_SAMPLES_BOUNDS, HistogramSnapshot, StoreStats};
 
 use crate::clock::Clock;
+use sperform_model::model;
+
 use crate::model::{
     Bucket, BucketWindow, LoadReport, Sample, ServerName, ServerSummary, Timestamp,
 };
