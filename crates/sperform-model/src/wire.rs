@@ -207,13 +207,12 @@ impl BatchEntry {
     /// The sample this entry describes, validated.
     pub fn into_sample(self, policy: &TimePolicy) -> Result<Sample, ValidationError> {
         let server = ServerName::parse(&self.server)?;
-        Sample::parse(
-            server,
-            self.cpu,
-            self.ram,
-            self.time.map(WireTime::timestamp),
-            policy,
-        )
+        let body = SampleBody {
+            cpu: self.cpu,
+            ram: self.ram,
+            time: self.time,
+        };
+        body.into_sample(server, policy)
     }
 }
 

@@ -28,6 +28,22 @@ const IDLE_SEAL_INTERVAL: Duration = Duration::from_secs(1);
 /// Where a job's requester waits for its answer.
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// The writer's answer to one job, to wait for. The writer gone without
+/// answering means it stopped.
+struct Answer<T>(oneshot::Receiver<Result<T, StoreError>>);
+
+impl<T> Answer<T> {
+    async fn wait(self) -> Result<T, StoreError> {
+        self.0.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    fn blocking(self) -> Result<T, StoreError> {
+        self.0
+            .blocking_recv()
+            .map_err(|_| StoreError::WriterStopped)?
+    }
+}
+
 /// A piece of work for the writer thread. Each kind carries a reply of its
 /// own answer type; the kinds whose answer the transaction computes hold it
 /// beside the reply, written by every transaction that applies the job and
@@ -79,6 +95,15 @@ impl Job {
     }
 }
 
+/// A retention job for the batch before `cutoff`, answering `reply`.
+fn retain_job(cutoff: i64, reply: Reply<RetentionBatch>) -> Job {
+    Job::Retain {
+        cutoff,
+        batch: RetentionBatch::default(),
+        reply,
+    }
+}
+
 /// The handle request handlers use to reach the writer thread.
 pub struct Writer {
     sender: Mutex<Option<mpsc::Sender<Job>>>,
@@ -125,52 +150,44 @@ impl Writer {
 
     /// Stores the samples in one transaction; resolves once it committed.
     pub async fn insert(&self, samples: Vec<Sample>) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Job::Insert { samples, reply })?;
-        answer.await.map_err(|_| StoreError::WriterStopped)?
+        self.ask(|reply| Job::Insert { samples, reply })?
+            .wait()
+            .await
     }
 
     /// Deletes a server and its samples; `false` if there was no such server.
     pub async fn delete_server(&self, server: ServerName) -> Result<bool, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Job::Delete {
+        self.ask(|reply| Job::Delete {
             server,
             deleted: false,
             reply,
-        })?;
-        answer.await.map_err(|_| StoreError::WriterStopped)?
+        })?
+        .wait()
+        .await
     }
 
     /// Folds every sample before `until` into the rollup tables now rather
     /// than when its minute has passed.
     pub async fn seal(&self, until: Timestamp) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Job::Seal { until, reply })?;
-        answer.await.map_err(|_| StoreError::WriterStopped)?
+        self.ask(|reply| Job::Seal { until, reply })?.wait().await
     }
 
     /// Deletes one batch of samples before `cutoff` (an hour boundary).
     pub async fn retain_batch(&self, cutoff: i64) -> Result<RetentionBatch, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Job::Retain {
-            cutoff,
-            batch: RetentionBatch::default(),
-            reply,
-        })?;
-        answer.await.map_err(|_| StoreError::WriterStopped)?
+        self.ask(|reply| retain_job(cutoff, reply))?.wait().await
     }
 
     /// `retain_batch` for a plain thread: blocks until the batch committed.
     pub fn retain_batch_blocking(&self, cutoff: i64) -> Result<RetentionBatch, StoreError> {
+        self.ask(|reply| retain_job(cutoff, reply))?.blocking()
+    }
+
+    /// Queues the job `job` makes around a reply channel; the answer comes
+    /// once the writer has committed (or failed) it.
+    fn ask<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<Answer<T>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::Retain {
-            cutoff,
-            batch: RetentionBatch::default(),
-            reply,
-        })?;
-        answer
-            .blocking_recv()
-            .map_err(|_| StoreError::WriterStopped)?
+        self.submit(job(reply))?;
+        Ok(Answer(answer))
     }
 
     /// Samples accepted but not yet committed.
