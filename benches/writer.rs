@@ -51,6 +51,8 @@ async fn measure(mode: &str, dir: &std::path::Path) -> BenchResult<()> {
             write_queue: 1_000_000,
             synchronous_full: false,
             retention_ms: 7 * DAY_MS,
+            history_retention_ms: 400 * DAY_MS,
+            retention_size: None,
             retention_interval: Duration::from_secs(3600),
         },
         sperform::clock::Clock::System,

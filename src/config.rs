@@ -30,6 +30,7 @@ pub mod defaults {
     pub const DATABASE: &str = "sperform.db";
     pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
     pub const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+    pub const HISTORY_RETENTION: Duration = Duration::from_secs(400 * 24 * 3600);
     pub const WRITE_QUEUE: usize = 100_000;
     pub const SYNCHRONOUS: Synchronous = Synchronous::Normal;
     /// The fewest readers the default (one per core) gives.
@@ -41,6 +42,8 @@ pub const READ_POOL_SIZES: RangeInclusive<u32> = 1..=256;
 /// The shortest retention: the load view looks back 24 hours, and a
 /// shorter retention would refuse samples that view is meant to show.
 pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// The smallest `retention_size`: less is surely a typing mistake.
+pub const MIN_RETENTION_SIZE: u64 = 1024 * 1024;
 /// How often retention may run, at most and at least.
 pub const RETENTION_INTERVALS: RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
@@ -57,6 +60,14 @@ pub struct Settings {
     /// How far back a sample's time may lie.
     #[serde(deserialize_with = "duration_from_text")]
     pub retention: Duration,
+    /// How long hour-level history is kept (from the hour's start), at
+    /// least as long as `retention`.
+    #[serde(deserialize_with = "duration_from_text")]
+    pub history_retention: Duration,
+    /// Bytes of database pages in use past which the oldest raw hours,
+    /// then the oldest history, are deleted; `None` (or 0): no limit.
+    #[serde(deserialize_with = "size_from_text")]
+    pub retention_size: Option<u64>,
     /// How often expired samples are deleted.
     #[serde(deserialize_with = "duration_from_text")]
     pub retention_interval: Duration,
@@ -199,6 +210,8 @@ impl Default for Settings {
             database: PathBuf::from(defaults::DATABASE),
             read_pool_size: default_read_pool_size(),
             retention: defaults::RETENTION,
+            history_retention: defaults::HISTORY_RETENTION,
+            retention_size: None,
             retention_interval: defaults::RETENTION_INTERVAL,
             write_queue: defaults::WRITE_QUEUE,
             synchronous: defaults::SYNCHRONOUS,
@@ -253,6 +266,24 @@ impl Settings {
                 format!("must be at least {hours} hours (\"{hours}h\")"),
             );
         }
+        if self.history_retention < self.retention {
+            return invalid(
+                "history_retention",
+                format!(
+                    "must be at least `retention` ({}): the history holds the hours whose raw samples expired",
+                    humantime::format_duration(self.retention)
+                ),
+            );
+        }
+        if self
+            .retention_size
+            .is_some_and(|size| size < MIN_RETENTION_SIZE)
+        {
+            return invalid(
+                "retention_size",
+                "must be at least 1MiB (or 0 for no limit)".to_owned(),
+            );
+        }
         if !RETENTION_INTERVALS.contains(&self.retention_interval) {
             let least = RETENTION_INTERVALS.start().as_secs();
             let most = RETENTION_INTERVALS.end().as_secs() / 3600;
@@ -290,6 +321,15 @@ impl Settings {
                 humantime::format_duration(self.retention).to_string(),
             ),
             (
+                "history_retention",
+                humantime::format_duration(self.history_retention).to_string(),
+            ),
+            (
+                "retention_size",
+                self.retention_size
+                    .map_or_else(|| "no limit".to_owned(), format_size),
+            ),
+            (
                 "retention_interval",
                 humantime::format_duration(self.retention_interval).to_string(),
             ),
@@ -304,6 +344,10 @@ impl Settings {
         i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX)
     }
 
+    pub fn history_retention_ms(&self) -> i64 {
+        i64::try_from(self.history_retention.as_millis()).unwrap_or(i64::MAX)
+    }
+
     pub fn store_config(&self) -> StoreConfig {
         StoreConfig {
             path: self.database.clone(),
@@ -311,6 +355,8 @@ impl Settings {
             write_queue: self.write_queue,
             synchronous_full: self.synchronous == Synchronous::Full,
             retention_ms: self.retention_ms(),
+            history_retention_ms: self.history_retention_ms(),
+            retention_size: self.retention_size,
             retention_interval: self.retention_interval,
         }
     }
@@ -366,6 +412,7 @@ pub fn config_help() -> String {
     let least_retention = format!("{}h", MIN_RETENTION.as_secs() / 3600);
     let retention = format!("{}d", defaults::RETENTION.as_secs() / (24 * 3600));
     let interval = format!("{}m", defaults::RETENTION_INTERVAL.as_secs() / 60);
+    let history = format!("{}d", defaults::HISTORY_RETENTION.as_secs() / (24 * 3600));
     format!(
         "\
 Configuration, later sources winning:
@@ -381,6 +428,8 @@ limits and tls as Rocket documents them; and sperform's own:
   database            SQLite file, created on first start [{database}]
   read_pool_size      read connections and threads, {pool_least} to {pool_most} [CPU cores, >= {least_default_pool}]
   retention           how long samples are kept, at least {least_retention} [{retention}]
+  history_retention   how long hourly history is kept, at least retention [{history}]
+  retention_size      bytes in use past which the oldest data go, e.g. 10GB [no limit]
   retention_interval  how often expired samples are deleted [{interval}]
   write_queue         samples waiting for the writer before 503 [{write_queue}]
   synchronous         normal (survives a crash) or full (power loss) [{synchronous}]
@@ -444,9 +493,132 @@ fn duration_from_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Dura
     })
 }
 
+/// Units of `retention_size`, as Prometheus's `--storage.tsdb.retention.size`
+/// reads them: powers of 1024, with or without the `i`.
+const SIZE_UNITS: &[(&str, u64)] = &[
+    ("B", 1),
+    ("KB", 1 << 10),
+    ("MB", 1 << 20),
+    ("GB", 1 << 30),
+    ("TB", 1 << 40),
+    ("PB", 1 << 50),
+    ("KiB", 1 << 10),
+    ("MiB", 1 << 20),
+    ("GiB", 1 << 30),
+    ("TiB", 1 << 40),
+    ("PiB", 1 << 50),
+];
+
+/// Reads a size such as `512MB`, `10GB` or `1073741824` (bytes); `0` is
+/// no limit.
+pub fn parse_size(text: &str) -> Result<Option<u64>, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let unit = unit.trim();
+    let scale = if unit.is_empty() {
+        Some(1)
+    } else {
+        SIZE_UNITS
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(unit))
+            .map(|(_, scale)| *scale)
+    };
+    let size = number
+        .parse::<u64>()
+        .ok()
+        .zip(scale)
+        .and_then(|(number, scale)| number.checked_mul(scale))
+        .ok_or_else(|| {
+            format!("{text:?} is not a size such as \"512MB\" or \"10GB\" (units B, KB, MB, GB, TB, PB: powers of 1024)")
+        })?;
+    Ok((size > 0).then_some(size))
+}
+
+/// A size in the largest unit that divides it, as `parse_size` reads it.
+pub fn format_size(bytes: u64) -> String {
+    let (unit, scale) = [
+        ("PB", 1u64 << 50),
+        ("TB", 1 << 40),
+        ("GB", 1 << 30),
+        ("MB", 1 << 20),
+        ("KB", 1 << 10),
+    ]
+    .into_iter()
+    .find(|(_, scale)| bytes % scale == 0)
+    .unwrap_or(("B", 1));
+    format!("{}{unit}", bytes / scale)
+}
+
+fn size_from_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    // A number or a string: `retention_size = 1073741824` or `"1GB"`.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(deserializer)? {
+        Size::Bytes(bytes) => Ok((bytes > 0).then_some(bytes)),
+        Size::Text(text) => parse_size(&text).map_err(serde::de::Error::custom),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_prometheus_reads_them() {
+        assert_eq!(parse_size("512MB"), Ok(Some(512 << 20)));
+        assert_eq!(parse_size("10GB"), Ok(Some(10 << 30)));
+        assert_eq!(parse_size("10GiB"), Ok(Some(10 << 30)));
+        assert_eq!(parse_size("2 tb"), Ok(Some(2 << 40)));
+        assert_eq!(parse_size("4096"), Ok(Some(4096)));
+        assert_eq!(parse_size("0"), Ok(None));
+        for bad in ["", "GB", "1.5GB", "-1GB", "10XB", "99999999999PB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format_size(512 << 20), "512MB");
+        assert_eq!(format_size(10 << 30), "10GB");
+        assert_eq!(format_size(1000), "1000B");
+    }
+
+    #[test]
+    fn retention_size_and_history_retention_are_checked() {
+        let settings = settings_from(&[("retention_size", "2GB"), ("history_retention", "30d")])
+            .expect("valid settings");
+        assert_eq!(settings.retention_size, Some(2 << 30));
+        assert_eq!(
+            settings.history_retention,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        let message = |pairs: &[(&str, &str)]| match settings_from(pairs) {
+            Err(err) => err.to_string(),
+            Ok(settings) => panic!("accepted {settings:?}"),
+        };
+        assert_eq!(
+            message(&[("retention_size", "512KB")]),
+            "configuration error: key `retention_size`: must be at least 1MiB (or 0 for no limit)"
+        );
+        assert_eq!(
+            message(&[("retention", "30d"), ("history_retention", "7d")]),
+            "configuration error: key `history_retention`: must be at least `retention` (30days): the history holds the hours whose raw samples expired"
+        );
+        assert!(
+            message(&[("retention_size", "lots")]).contains("is not a size such as \"512MB\""),
+            "{}",
+            message(&[("retention_size", "lots")])
+        );
+        assert_eq!(
+            settings_from(&[("retention_size", "0")])
+                .map(|s| s.retention_size)
+                .ok(),
+            Some(None)
+        );
+    }
 
     fn settings_from(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let mut figment = Figment::new();

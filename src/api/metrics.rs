@@ -11,7 +11,7 @@ use super::responses::{Internal, Unauthorized, Unavailable};
 use super::auth::Read;
 use super::telemetry::{HttpSnapshot, HttpStats};
 use crate::error::ApiError;
-use crate::store::{HistogramSnapshot, Store, StoreStats};
+use crate::store::{HistogramSnapshot, SpaceReport, Store, StoreStats};
 
 /// What a scrape reports, gathered before rendering.
 #[derive(Debug, Clone)]
@@ -20,6 +20,10 @@ pub struct MetricsSnapshot {
     pub servers: u64,
     pub database_bytes: u64,
     pub wal_bytes: u64,
+    /// What retention last measured: pages in use, bytes per table.
+    pub space: SpaceReport,
+    /// The configured `retention_size`, if any.
+    pub retention_size: Option<u64>,
     pub http: HttpSnapshot,
 }
 
@@ -40,6 +44,7 @@ pub struct MetricsSnapshot {
 pub async fn metrics(
     _auth: Read,
     store: &State<Store>,
+    settings: &State<crate::config::Settings>,
     http: &State<HttpStats>,
 ) -> Result<(ContentType, String), ApiError> {
     let stats = store.stats();
@@ -50,6 +55,8 @@ pub async fn metrics(
         servers,
         database_bytes,
         wal_bytes,
+        space: store.space(),
+        retention_size: settings.retention_size,
         http: http.snapshot(),
     };
     Ok((exposition_content_type(), render(&snapshot)))
@@ -83,7 +90,9 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
         ("sperform_write_transactions_total", "Write transactions committed since start-up.", stats.transactions),
         ("sperform_write_transactions_failed_total", "Write transactions that failed and were rolled back.", stats.failed_transactions),
         ("sperform_retention_deleted_samples_total", "Samples deleted by retention since start-up.", stats.retention_deleted_samples),
-        ("sperform_retention_deleted_servers_total", "Servers deleted by retention, left without samples.", stats.retention_deleted_servers),
+        ("sperform_retention_history_hours_kept_total", "Hours of a server whose raw samples retention deleted, kept as hour-level history.", stats.retention_hours_to_history),
+        ("sperform_retention_deleted_history_hours_total", "Hours of a server's history deleted by retention since start-up.", stats.retention_deleted_history_hours),
+        ("sperform_retention_deleted_servers_total", "Servers deleted by retention, left without samples or history.", stats.retention_deleted_servers),
     ];
     for (name, help, value) in counters {
         out.family(name, "counter", help);
@@ -96,11 +105,24 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
         ("sperform_servers", "Servers known to the database.", snapshot.servers),
         ("sperform_database_bytes", "Size of the database file.", snapshot.database_bytes),
         ("sperform_database_wal_bytes", "Size of the database's write-ahead log (0 if absent).", snapshot.wal_bytes),
+        ("sperform_database_used_bytes", "Bytes of database pages in use (the file less its free pages), as retention last measured.", snapshot.space.used_bytes),
+        ("sperform_retention_size_bytes", "The configured retention_size (0: no limit).", snapshot.retention_size.unwrap_or(0)),
+        ("sperform_retention_size_exceeded", "1 if retention could not bring the database under retention_size.", u64::from(snapshot.space.over_size)),
         ("sperform_http_requests_in_flight", "HTTP requests received and not yet answered.", snapshot.http.in_flight),
     ];
     for (name, help, value) in gauges {
         out.family(name, "gauge", help);
         out.sample(name, &[], value);
+    }
+
+    let name = "sperform_database_table_bytes";
+    out.family(
+        name,
+        "gauge",
+        "Bytes of each table and index in the database file (measured at most every 10 minutes).",
+    );
+    for (table, bytes) in &snapshot.space.table_bytes {
+        out.sample(name, &[("table", table.as_str())], *bytes);
     }
 
     let name = "sperform_write_batch_samples";
@@ -223,6 +245,8 @@ mod tests {
                 queued_samples: 3,
                 samples_committed: 12,
                 retention_deleted_samples: 5,
+                retention_hours_to_history: 2,
+                retention_deleted_history_hours: 1,
                 retention_deleted_servers: 1,
                 transactions: 4,
                 failed_transactions: 0,
@@ -232,6 +256,12 @@ mod tests {
             servers: 2,
             database_bytes: 4096,
             wal_bytes: 0,
+            space: SpaceReport {
+                used_bytes: 2048,
+                table_bytes: vec![("samples".to_owned(), 1024), ("servers".to_owned(), 512)],
+                over_size: false,
+            },
+            retention_size: Some(1 << 30),
             http: HttpSnapshot {
                 in_flight: 1,
                 responses: vec![
@@ -276,7 +306,13 @@ sperform_write_transactions_failed_total 0
 # HELP sperform_retention_deleted_samples_total Samples deleted by retention since start-up.
 # TYPE sperform_retention_deleted_samples_total counter
 sperform_retention_deleted_samples_total 5
-# HELP sperform_retention_deleted_servers_total Servers deleted by retention, left without samples.
+# HELP sperform_retention_history_hours_kept_total Hours of a server whose raw samples retention deleted, kept as hour-level history.
+# TYPE sperform_retention_history_hours_kept_total counter
+sperform_retention_history_hours_kept_total 2
+# HELP sperform_retention_deleted_history_hours_total Hours of a server's history deleted by retention since start-up.
+# TYPE sperform_retention_deleted_history_hours_total counter
+sperform_retention_deleted_history_hours_total 1
+# HELP sperform_retention_deleted_servers_total Servers deleted by retention, left without samples or history.
 # TYPE sperform_retention_deleted_servers_total counter
 sperform_retention_deleted_servers_total 1
 # HELP sperform_write_queue_samples Samples accepted and waiting for the writer.
@@ -291,9 +327,22 @@ sperform_database_bytes 4096
 # HELP sperform_database_wal_bytes Size of the database's write-ahead log (0 if absent).
 # TYPE sperform_database_wal_bytes gauge
 sperform_database_wal_bytes 0
+# HELP sperform_database_used_bytes Bytes of database pages in use (the file less its free pages), as retention last measured.
+# TYPE sperform_database_used_bytes gauge
+sperform_database_used_bytes 2048
+# HELP sperform_retention_size_bytes The configured retention_size (0: no limit).
+# TYPE sperform_retention_size_bytes gauge
+sperform_retention_size_bytes 1073741824
+# HELP sperform_retention_size_exceeded 1 if retention could not bring the database under retention_size.
+# TYPE sperform_retention_size_exceeded gauge
+sperform_retention_size_exceeded 0
 # HELP sperform_http_requests_in_flight HTTP requests received and not yet answered.
 # TYPE sperform_http_requests_in_flight gauge
 sperform_http_requests_in_flight 1
+# HELP sperform_database_table_bytes Bytes of each table and index in the database file (measured at most every 10 minutes).
+# TYPE sperform_database_table_bytes gauge
+sperform_database_table_bytes{table="samples"} 1024
+sperform_database_table_bytes{table="servers"} 512
 # HELP sperform_write_batch_samples Samples per committed write transaction.
 # TYPE sperform_write_batch_samples histogram
 sperform_write_batch_samples_bucket{le="1"} 2

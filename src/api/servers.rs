@@ -71,7 +71,7 @@ pub async fn load(
     path = "/api/v1/servers/{name}/load/range",
     tag = "read",
     summary = "A server's buckets over any range at any step",
-    description = "Buckets aligned to multiples of `step` since the Unix epoch (UTC), covering `[from, to]`, oldest first and dense (empty ones with `null`s). At most 1,500 buckets; `from` before `to` and within the retention period.",
+    description = "Buckets aligned to multiples of `step` since the Unix epoch (UTC), covering `[from, to]`, oldest first and dense (empty ones with `null`s). At most 1,500 buckets; `from` before `to` and within the retention period, or within `history_retention` at a step of whole hours, which reads the hour-level history kept after raw samples expire (its hours are indivisible: each counts in the bucket its start falls in).",
     params(
         ServerPath,
         ("from" = inline(TimeText), Query, description = "Required: the start of the range. An RFC 3339 time (write an offset's `+` as `%2B`) or a number of Unix seconds (fractions allowed).", example = "2026-11-27T21:11:05Z"),
@@ -102,7 +102,8 @@ pub async fn range(
     let from = Query::required(from, "from")?;
     let to = Query::required(to, "to")?;
     let step = Query::required(step, "step")?;
-    let policy = TimePolicy::new(store.now(), settings.retention_ms());
+    let policy = TimePolicy::new(store.now(), settings.retention_ms())
+        .with_history(settings.history_retention_ms());
     let window = BucketWindow::range(from, to, step, &policy)?;
     let buckets = store.range(server.clone(), window).await?;
     let buckets = buckets.ok_or_else(|| unknown_server(&server))?;

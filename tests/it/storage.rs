@@ -13,7 +13,7 @@ use sperform::store::{MIGRATIONS, Store, StoreError};
 
 use sperform::model::{HOUR_MS, MINUTE_MS, Timestamp};
 
-use crate::support::{TestApp, at, base_hour, count, error_message, figment_for, read};
+use crate::support::{SEAL, TestApp, at, base_hour, count, error_message, figment_for, read};
 
 #[rocket::async_test]
 async fn two_hundred_concurrent_ingests_are_all_stored() {
@@ -273,12 +273,22 @@ fn rollups_and_truth(db_path: &std::path::Path, table: &str, width_ms: i64) -> [
         read(&format!(
             "SELECT server_id, {key}, samples, cpu_sum, ram_sum FROM {table} ORDER BY 1, 2"
         )),
-        // The rollups hold exactly the samples below their server's seal.
+        // The rollups hold exactly the samples below their server's seal;
+        // minute rows only in hours of more than MINUTE_ROWS_ABOVE of them.
         read(&format!(
-            "SELECT server_id, time - time % {width_ms}, count(*), total(cpu), total(ram)
-             FROM samples JOIN servers ON servers.id = samples.server_id
-             WHERE time < servers.sealed_until
-             GROUP BY server_id, time / {width_ms} ORDER BY 1, 2"
+            "WITH sealed AS (
+                 SELECT server_id, time, cpu, ram FROM samples
+                 JOIN servers ON servers.id = samples.server_id
+                 WHERE time < {SEAL}),
+             dense AS (
+                 SELECT server_id, time / 3600000 AS hour FROM sealed
+                 GROUP BY server_id, time / 3600000
+                 HAVING count(*) > {sparse} OR {width_ms} = 3600000)
+             SELECT server_id, time - time % {width_ms}, count(*), total(cpu), total(ram)
+             FROM sealed
+             WHERE (server_id, time / 3600000) IN (SELECT server_id, hour FROM dense)
+             GROUP BY server_id, time / {width_ms} ORDER BY 1, 2",
+            sparse = sperform::store::MINUTE_ROWS_ABOVE,
         )),
     ]
 }
@@ -286,7 +296,9 @@ fn rollups_and_truth(db_path: &std::path::Path, table: &str, width_ms: i64) -> [
 pub fn assert_rollups_match_samples(db_path: &std::path::Path) {
     for (table, width) in [("minute_rollups", MINUTE_MS), ("hour_rollups", HOUR_MS)] {
         let [rollups, truth] = rollups_and_truth(db_path, table, width);
-        assert!(!truth.is_empty());
+        if table == "hour_rollups" {
+            assert!(!truth.is_empty());
+        }
         assert_eq!(rollups.len(), truth.len(), "{table}");
         for (got, want) in rollups.iter().zip(&truth) {
             assert_eq!((got.0, got.1, got.2), (want.0, want.1, want.2), "{table}");
@@ -398,10 +410,10 @@ async fn answers(client: &AsyncClient, moments: &[Timestamp]) -> Vec<String> {
 /// The servers' seal, which is the same for all once a seal is complete.
 fn sealed_until(db_path: &std::path::Path) -> i64 {
     assert_eq!(
-        count(db_path, "SELECT count(DISTINCT sealed_until) FROM servers"),
+        count(db_path, &format!("SELECT count(DISTINCT {SEAL}) FROM servers")),
         1
     );
-    count(db_path, "SELECT sealed_until FROM servers LIMIT 1")
+    count(db_path, &format!("SELECT {SEAL} FROM servers LIMIT 1"))
 }
 
 #[rocket::async_test]
@@ -596,11 +608,11 @@ fn servers_by_seal(db_path: &std::path::Path, seal: i64) -> (i64, i64) {
     (
         count(
             db_path,
-            &format!("SELECT count(*) FROM servers WHERE sealed_until = {seal}"),
+            &format!("SELECT count(*) FROM servers WHERE {SEAL} = {seal}"),
         ),
         count(
             db_path,
-            &format!("SELECT count(*) FROM servers WHERE sealed_until <> {seal}"),
+            &format!("SELECT count(*) FROM servers WHERE {SEAL} <> {seal}"),
         ),
     )
 }

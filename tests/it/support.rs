@@ -142,11 +142,15 @@ impl TestApp {
     }
 }
 
-/// Every server's `sealed_until`, by name.
+/// A server's seal in SQL: its own `sealed_until` where later than the
+/// floor every server is sealed to.
+pub const SEAL: &str = "max(servers.sealed_until, (SELECT sealed_until FROM seal_floor))";
+
+/// Every server's seal, by name.
 pub fn seals(db_path: &Path) -> Vec<(String, i64)> {
     let conn = rusqlite::Connection::open(db_path).unwrap();
     let mut statement = conn
-        .prepare("SELECT name, sealed_until FROM servers ORDER BY name")
+        .prepare(&format!("SELECT name, {SEAL} FROM servers ORDER BY name"))
         .unwrap();
     statement
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))

@@ -205,11 +205,26 @@ pub fn parse_percent(field: &str, value: f64) -> Result<f64, ValidationError> {
 pub struct TimePolicy {
     pub now: Timestamp,
     pub retention_ms: i64,
+    /// How far back hour-level history reaches (at least `retention_ms`).
+    pub history_retention_ms: i64,
 }
 
 impl TimePolicy {
+    /// A policy without history beyond the raw samples.
     pub fn new(now: Timestamp, retention_ms: i64) -> Self {
-        TimePolicy { now, retention_ms }
+        TimePolicy {
+            now,
+            retention_ms,
+            history_retention_ms: retention_ms,
+        }
+    }
+
+    /// Ranges at steps of whole hours may reach back `history_retention_ms`.
+    pub fn with_history(self, history_retention_ms: i64) -> Self {
+        TimePolicy {
+            history_retention_ms: history_retention_ms.max(self.retention_ms),
+            ..self
+        }
     }
 
     /// The time to store for a sample: its own, if acceptable, or now.
@@ -307,14 +322,27 @@ impl BucketWindow {
                 "from ({from}) must be before to ({to})"
             )));
         }
-        let oldest = policy.now.millis() - policy.retention_ms;
-        if from.millis() < oldest {
-            return Err(ValidationError::new(format!(
-                "from ({from}) lies beyond the retention period: the oldest kept is {}",
-                Timestamp(oldest.max(0))
-            )));
-        }
         let width = step.millis();
+        // Hour-level history answers buckets of whole hours only.
+        let whole_hours = width % HOUR_MS == 0;
+        let reach = if whole_hours {
+            policy.history_retention_ms
+        } else {
+            policy.retention_ms
+        };
+        let oldest = policy.now.millis() - reach;
+        if from.millis() < oldest {
+            let oldest = Timestamp(oldest.max(0));
+            return Err(ValidationError::new(
+                if whole_hours || policy.history_retention_ms == policy.retention_ms {
+                    format!("from ({from}) lies beyond the retention period: the oldest kept is {oldest}")
+                } else {
+                    format!(
+                        "from ({from}) lies beyond the retention of raw samples (the oldest kept is {oldest}); older hours are kept as history, read at a step of whole hours (1h, 6h, 12h, 1d)"
+                    )
+                },
+            ));
+        }
         let first = from.floor(width).millis();
         let last = to.floor(width).millis();
         let count = (last - first) / width + 1;

@@ -34,7 +34,11 @@ use crate::model::{
 };
 use background::Background;
 use reads::Readers;
-pub use retention::{BATCH_SAMPLES as RETENTION_BATCH_SAMPLES, RetentionReport};
+pub use retention::{
+    BATCH_HOURS as RETENTION_BATCH_HOURS, BATCH_SAMPLES as RETENTION_BATCH_SAMPLES, Cutoffs,
+    RetentionReport, SIZE_KEEPS_RAW_HOURS, SpaceReport,
+};
+pub use rollups::MINUTE_ROWS_ABOVE;
 use writer::Writer;
 
 /// The path of the database's write-ahead log: SQLite appends `-wal`.
@@ -55,8 +59,13 @@ pub struct StoreConfig {
     pub write_queue: usize,
     /// `synchronous=FULL` (sync the WAL at every commit) instead of NORMAL.
     pub synchronous_full: bool,
-    /// Samples older than this are deleted, in whole hours.
+    /// Samples older than this are deleted, in whole hours; their hour
+    /// rows move to the history.
     pub retention_ms: i64,
+    /// History older than this is deleted, in whole hours.
+    pub history_retention_ms: i64,
+    /// Bytes of pages in use past which the oldest data go.
+    pub retention_size: Option<u64>,
     /// How often the retention task runs.
     pub retention_interval: Duration,
 }
@@ -157,7 +166,8 @@ struct Inner {
     writer: Arc<Writer>,
     checkpointer: Background,
     retention: Background,
-    retention_ms: i64,
+    policy: retention::Policy,
+    space: retention::SharedSpace,
     schema_version: usize,
     clock: Clock,
 }
@@ -188,11 +198,19 @@ impl Store {
             clock.clone(),
         )?);
         let retention_writer = Arc::clone(&writer);
+        let policy = retention::Policy {
+            retention_ms: config.retention_ms,
+            history_retention_ms: config.history_retention_ms,
+            retention_size: config.retention_size,
+            interval: config.retention_interval,
+        };
+        let space = retention::SharedSpace::default();
         let retention = retention::spawn(
-            move |cutoff| retention_writer.retain_batch_blocking(cutoff),
+            move |cutoffs| retention_writer.retain_batch_blocking(cutoffs),
+            &config.path,
             clock.clone(),
-            config.retention_ms,
-            config.retention_interval,
+            policy,
+            Arc::clone(&space),
         )?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -201,7 +219,8 @@ impl Store {
                 writer,
                 checkpointer,
                 retention,
-                retention_ms: config.retention_ms,
+                policy,
+                space,
                 schema_version: MIGRATIONS.len(),
                 clock,
             }),
@@ -327,20 +346,69 @@ impl Store {
         self.inner.writer.close();
     }
 
-    /// Runs a whole retention pass as if the clock said `now`: deletes the
-    /// samples older than the retention period (in whole hours, batch by
-    /// batch) and the servers left without samples. The background task
-    /// does the same every `retention_interval`.
+    /// Runs a whole retention pass as if the clock said `now`: moves the
+    /// raw samples older than the retention period to the history (in
+    /// whole hours, batch by batch), deletes the history older than the
+    /// history retention, then, with `retention_size` set, the oldest data
+    /// while the database is larger, and the servers left with nothing.
+    /// The background task does the same every `retention_interval`.
     pub async fn apply_retention(&self, now: Timestamp) -> Result<RetentionReport, StoreError> {
-        let cutoff = retention::cutoff(now, self.inner.retention_ms);
-        let mut report = RetentionReport::default();
-        loop {
-            let batch = self.inner.writer.retain_batch(cutoff).await?;
-            report.add(&batch);
-            if !batch.more {
-                return Ok(report);
+        let policy = self.inner.policy;
+        let cutoffs = Cutoffs::by_age(now, policy.retention_ms, policy.history_retention_ms);
+        let writer = Arc::clone(&self.inner.writer);
+        let path = self.inner.path.clone();
+        let space = Arc::clone(&self.inner.space);
+        tokio::task::spawn_blocking(move || {
+            let retain_batch = |cutoffs| writer.retain_batch_blocking(cutoffs);
+            let stop = background::Stop::default();
+            let mut report = RetentionReport::default();
+            retention::run_pass(&retain_batch, cutoffs, &stop, &mut report)?;
+            if let Some(limit) = policy.retention_size {
+                let conn = rusqlite::Connection::open(&path)?;
+                let over_size = retention::shrink(
+                    &conn,
+                    &retain_batch,
+                    cutoffs,
+                    now,
+                    limit,
+                    &stop,
+                    &mut report,
+                )?;
+                if let Ok(mut space) = space.lock() {
+                    space.over_size = over_size == Some(true);
+                }
             }
+            Ok(report)
+        })
+        .await?
+    }
+
+    /// What the retention task last measured: bytes in use, per table,
+    /// and whether `retention_size` could be kept.
+    pub fn space(&self) -> SpaceReport {
+        self.inner
+            .space
+            .lock()
+            .map(|space| space.clone())
+            .unwrap_or_default()
+    }
+
+    /// Measures the bytes in use and per table now (reading every page).
+    pub async fn measure_space(&self) -> Result<SpaceReport, StoreError> {
+        let over_size = self.space().over_size;
+        let report = self
+            .read(move |conn| {
+                Ok(SpaceReport {
+                    used_bytes: retention::used_bytes(conn)?,
+                    table_bytes: retention::table_bytes(conn)?,
+                    over_size,
+                })
+            })
+            .await?;
+        if let Ok(mut space) = self.inner.space.lock() {
+            *space = report.clone();
         }
+        Ok(report)
     }
 }
 

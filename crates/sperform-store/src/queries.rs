@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
+use super::rollups::{MINUTE_ROWS_ABOVE, Sums};
 use super::{ServerOverview, StoreError};
 use crate::model::{
     Bucket, BucketWindow, HOUR_MS, LoadReport, MINUTE_MS, ServerName, ServerSummary, Timestamp,
@@ -55,7 +56,10 @@ pub fn range(
 /// The server's id and the rollup seal, read in the caller's transaction.
 fn find_server(conn: &Connection, server: &ServerName) -> Result<Option<(i64, i64)>, StoreError> {
     Ok(conn
-        .prepare_cached("SELECT id, sealed_until FROM servers WHERE name = ?1")?
+        .prepare_cached(
+            "SELECT servers.id, max(servers.sealed_until, seal_floor.sealed_until)
+             FROM servers, seal_floor WHERE servers.name = ?1",
+        )?
         .query_row([server.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?)
 }
@@ -101,7 +105,10 @@ impl RolledUp {
 /// counting the samples at or before `window.end`. Below `rolled_up` the
 /// rollups are complete and hold no sample after the end: whole hours come
 /// from `hour_rollups` when buckets are whole hours, the other minutes from
-/// `minute_rollups`; from `rolled_up` to the end, the samples themselves.
+/// `minute_rollups` in dense hours and from `samples` in sparse ones; from
+/// `rolled_up` to the end, the samples themselves. Buckets of whole hours
+/// also count the hour-level history (`hour_history`), whose hours are
+/// indivisible: an hour counts in the bucket its start falls in.
 fn buckets(
     conn: &Connection,
     server_id: i64,
@@ -113,20 +120,18 @@ fn buckets(
 ) -> Result<Vec<Bucket>, StoreError> {
     let (start, end) = (window.start.millis(), window.end.millis());
     let whole_hours_end = rolled_up - rolled_up.rem_euclid(HOUR_MS);
-    let (hour_rows_end, minutes_from) = if window.width_ms % HOUR_MS != 0 {
+    let whole_hours = window.width_ms % HOUR_MS == 0;
+    let (hour_rows_end, minutes_from) = if !whole_hours {
         (start, start)
     } else if exact {
         (rolled_up, rolled_up)
     } else {
         (whole_hours_end, whole_hours_end)
     };
-    // A rollup row exactly one bucket wide is that bucket: `/load`'s two
-    // views read those rows as they are, and group (sort) only the few
-    // rows of the buckets that mix rollup rows and raw samples.
-    let mut statement = match window.width_ms {
-        MINUTE_MS => conn.prepare_cached(MINUTE_BUCKETS)?,
-        HOUR_MS => conn.prepare_cached(HOUR_BUCKETS)?,
-        _ => conn.prepare_cached(ANY_BUCKETS)?,
+    let mut statement = match (window.width_ms, whole_hours) {
+        (MINUTE_MS, _) => conn.prepare_cached(MINUTE_BUCKETS)?,
+        (_, true) => conn.prepare_cached(HOUR_MULTIPLE_BUCKETS)?,
+        (_, false) => conn.prepare_cached(MINUTE_MULTIPLE_BUCKETS)?,
     };
     // Each statement names only the parameters it uses.
     let mut params: Vec<(&str, &dyn rusqlite::ToSql)> = vec![
@@ -134,23 +139,17 @@ fn buckets(
         (":start", &start),
         (":rolled_up", &rolled_up),
         (":end", &end),
+        (":sparse", &MINUTE_ROWS_ABOVE),
     ];
-    // Whole hours before it are read as they are (hour buckets only).
-    let hour_rows_from = if window.width_ms == HOUR_MS {
-        whole_hours_end
-    } else {
-        start
-    };
     if window.width_ms != MINUTE_MS {
         params.push((":width", &window.width_ms));
-        params.push((":hour_rows_from", &hour_rows_from));
-        params.push((":hour_rows_end", &hour_rows_end));
+    }
+    if whole_hours {
         params.push((":minutes_from", &minutes_from));
+        params.push((":hour_rows_end", &hour_rows_end));
     }
     let mut rows = statement.query(params.as_slice())?;
-    let mut buckets: Vec<Bucket> = (0..window.count)
-        .map(|index| Bucket::empty(window.bucket_start(index)))
-        .collect();
+    let mut totals = vec![Sums::default(); window.count];
     while let Some(row) = rows.next()? {
         let index: i64 = row.get(0)?;
         let samples: Option<i64> = row.get(1)?;
@@ -158,93 +157,145 @@ fn buckets(
         if samples <= 0 {
             continue;
         }
-        let Some(bucket) = usize::try_from(index).ok().and_then(|i| buckets.get_mut(i)) else {
+        let Some(total) = usize::try_from(index).ok().and_then(|i| totals.get_mut(i)) else {
             continue;
         };
         // Rows carry sums; a one-sample rollup row may carry no extremes,
-        // which are then its sums (see rollups.rs).
+        // which are then its sums (see rollups.rs). Several rows may fall
+        // in one bucket: they cover different samples and add up.
         let (cpu, ram): (f64, f64) = (row.get(2)?, row.get(3)?);
-        let n = samples as f64;
-        bucket.samples = samples.unsigned_abs();
-        bucket.cpu = Some(cpu / n);
-        bucket.ram = Some(ram / n);
-        bucket.cpu_min = Some(row.get::<_, Option<f64>>(4)?.unwrap_or(cpu));
-        bucket.cpu_max = Some(row.get::<_, Option<f64>>(5)?.unwrap_or(cpu));
-        bucket.ram_min = Some(row.get::<_, Option<f64>>(6)?.unwrap_or(ram));
-        bucket.ram_max = Some(row.get::<_, Option<f64>>(7)?.unwrap_or(ram));
+        total.merge(&Sums {
+            samples,
+            cpu,
+            ram,
+            cpu_min: row.get::<_, Option<f64>>(4)?.unwrap_or(cpu),
+            cpu_max: row.get::<_, Option<f64>>(5)?.unwrap_or(cpu),
+            ram_min: row.get::<_, Option<f64>>(6)?.unwrap_or(ram),
+            ram_max: row.get::<_, Option<f64>>(7)?.unwrap_or(ram),
+        });
     }
-    Ok(buckets)
-}
-
-/// Buckets `:width` wide summed from hour rows in `[hour_rows_from,
-/// hour_rows_end)` (none unless buckets are whole hours), minute rows from
-/// `minutes_from` to `rolled_up`, and raw samples from `rolled_up` to `end`.
-macro_rules! grouped_buckets {
-    () => {
-        "SELECT bucket, sum(n), sum(cpu), sum(ram),
-                min(cpu_min), max(cpu_max), min(ram_min), max(ram_max)
-         FROM (
-             SELECT (hour - :start) / :width AS bucket, samples AS n, cpu_sum AS cpu,
-                    ram_sum AS ram, coalesce(cpu_min, cpu_sum) AS cpu_min,
-                    coalesce(cpu_max, cpu_sum) AS cpu_max,
-                    coalesce(ram_min, ram_sum) AS ram_min,
-                    coalesce(ram_max, ram_sum) AS ram_max
-             FROM hour_rollups
-             WHERE server_id = :server AND hour >= max(:start, :hour_rows_from)
-                   AND hour < :hour_rows_end
-             UNION ALL
-             SELECT (minute - :start) / :width, samples, cpu_sum, ram_sum,
-                    coalesce(cpu_min, cpu_sum), coalesce(cpu_max, cpu_sum),
-                    coalesce(ram_min, ram_sum), coalesce(ram_max, ram_sum)
-             FROM minute_rollups
-             WHERE server_id = :server AND minute >= max(:start, :minutes_from)
-                   AND minute < :rolled_up
-             UNION ALL
-             SELECT (time - :start) / :width, 1, cpu, ram, cpu, cpu, ram, ram
-             FROM samples
-             WHERE server_id = :server AND time >= max(:start, :rolled_up)
-                   AND time <= :end
-         )
-         GROUP BY bucket"
-    };
+    Ok(totals
+        .into_iter()
+        .enumerate()
+        .map(|(index, total)| {
+            let mut bucket = Bucket::empty(window.bucket_start(index));
+            if total.samples > 0 {
+                let n = total.samples as f64;
+                bucket.samples = total.samples.unsigned_abs();
+                bucket.cpu = Some(total.cpu / n);
+                bucket.ram = Some(total.ram / n);
+                bucket.cpu_min = Some(total.cpu_min);
+                bucket.cpu_max = Some(total.cpu_max);
+                bucket.ram_min = Some(total.ram_min);
+                bucket.ram_max = Some(total.ram_max);
+            }
+            bucket
+        })
+        .collect())
 }
 
 // Each statement yields rows of (bucket index, samples, CPU sum, RAM sum,
-// CPU min, CPU max, RAM min, RAM max); `buckets` divides the sums. Rollup
-// rows one bucket wide are returned as stored (their extremes may be NULL,
-// in one-sample rows); rows that share a bucket are summed by GROUP BY,
-// their extremes taken with `coalesce`, since min() and max() skip NULLs.
+// CPU min, CPU max, RAM min, RAM max), possibly several per bucket, which
+// `buckets` adds up. Rollup rows are returned as stored (their extremes
+// may be NULL, in one-sample rows); raw samples are grouped by bucket.
 
-/// Minute buckets: rolled-up minutes as they are, then the raw samples from
-/// `rolled_up` grouped by minute. The two parts cover different minutes.
-const MINUTE_BUCKETS: &str = "
-    SELECT (minute - :start) / 60000, samples, cpu_sum, ram_sum,
-           cpu_min, cpu_max, ram_min, ram_max
-    FROM minute_rollups
-    WHERE server_id = :server AND minute >= :start AND minute < :rolled_up
-    UNION ALL
-    SELECT (time - :start) / 60000 AS bucket, count(*), sum(cpu), sum(ram),
-           min(cpu), max(cpu), min(ram), max(ram)
-    FROM samples
-    WHERE server_id = :server AND time >= max(:start, :rolled_up) AND time <= :end
-    GROUP BY bucket";
+/// Raw samples from `rolled_up` to the end, by bucket of `$width`.
+macro_rules! raw_after_seal {
+    ($width:literal) => {
+        concat!(
+            "SELECT (time - :start) / ",
+            $width,
+            " AS bucket, count(*), total(cpu), total(ram),
+                    min(cpu), max(cpu), min(ram), max(ram)
+             FROM samples
+             WHERE server_id = :server AND time >= max(:start, :rolled_up) AND time <= :end
+             GROUP BY bucket"
+        )
+    };
+}
 
-/// Hour buckets: rolled-up whole hours (before `hour_rows_from`) as they
-/// are; the hour holding `rolled_up` mixes its rollup row (when exact) or
-/// its minute rows with raw samples, so that one is grouped (`:width` is an
-/// hour).
-const HOUR_BUCKETS: &str = concat!(
-    "SELECT (hour - :start) / 3600000, samples, cpu_sum, ram_sum,
-            cpu_min, cpu_max, ram_min, ram_max
-     FROM hour_rollups
-     WHERE server_id = :server AND hour >= :start AND hour < :hour_rows_from
-     UNION ALL ",
-    grouped_buckets!()
+/// Raw samples of sparse hours (no minute rows, see rollups.rs) from
+/// `$from` to `rolled_up`, by bucket of `$width`: one seek per sparse hour
+/// row, never a scan of a dense hour's samples.
+macro_rules! raw_of_sparse_hours {
+    ($width:literal, $from:literal) => {
+        concat!(
+            "SELECT (samples.time - :start) / ",
+            $width,
+            " AS bucket, count(*), total(samples.cpu), total(samples.ram),
+                    min(samples.cpu), max(samples.cpu), min(samples.ram), max(samples.ram)
+             FROM hour_rollups CROSS JOIN samples
+                 ON samples.server_id = hour_rollups.server_id
+                    AND samples.time >= hour_rollups.hour
+                    AND samples.time < hour_rollups.hour + 3600000
+             WHERE hour_rollups.server_id = :server
+               AND hour_rollups.hour > ",
+            $from,
+            " - 3600000
+               AND hour_rollups.hour < :rolled_up
+               AND hour_rollups.samples <= :sparse
+               AND samples.time >= ",
+            $from,
+            " AND samples.time < :rolled_up
+             GROUP BY bucket"
+        )
+    };
+}
+
+/// Minute rows (dense hours) from `$from` to `rolled_up`.
+macro_rules! minute_rows {
+    ($width:literal, $from:literal) => {
+        concat!(
+            "SELECT (minute - :start) / ",
+            $width,
+            ", samples, cpu_sum, ram_sum, cpu_min, cpu_max, ram_min, ram_max
+             FROM minute_rollups
+             WHERE server_id = :server AND minute >= ",
+            $from,
+            " AND minute < :rolled_up"
+        )
+    };
+}
+
+/// Minute buckets: rolled-up minutes of dense hours as they are, those of
+/// sparse hours and everything from `rolled_up` on from the samples.
+const MINUTE_BUCKETS: &str = concat!(
+    minute_rows!("60000", ":start"),
+    " UNION ALL ",
+    raw_of_sparse_hours!("60000", ":start"),
+    " UNION ALL ",
+    raw_after_seal!("60000")
 );
 
-/// Buckets of any other width: every part grouped (`hour_rows_from` is
-/// `start`).
-const ANY_BUCKETS: &str = grouped_buckets!();
+/// Buckets of any other whole number of minutes: every part by minute.
+const MINUTE_MULTIPLE_BUCKETS: &str = concat!(
+    minute_rows!(":width", ":start"),
+    " UNION ALL ",
+    raw_of_sparse_hours!(":width", ":start"),
+    " UNION ALL ",
+    raw_after_seal!(":width")
+);
+
+/// Buckets of whole hours: the history, hour rows before `hour_rows_end`,
+/// then the minutes from `minutes_from` (the hour holding `rolled_up`,
+/// when its hour row holds samples after the end) and raw samples.
+const HOUR_MULTIPLE_BUCKETS: &str = concat!(
+    "SELECT (hour - :start) / :width, samples, cpu_sum, ram_sum,
+            cpu_min, cpu_max, ram_min, ram_max
+     FROM hour_history
+     WHERE server_id = :server AND hour >= :start AND hour <= :end
+     UNION ALL
+     SELECT (hour - :start) / :width, samples, cpu_sum, ram_sum,
+            cpu_min, cpu_max, ram_min, ram_max
+     FROM hour_rollups
+     WHERE server_id = :server AND hour >= :start AND hour < :hour_rows_end
+     UNION ALL ",
+    minute_rows!(":width", "max(:start, :minutes_from)"),
+    " UNION ALL ",
+    raw_of_sparse_hours!(":width", "max(:start, :minutes_from)"),
+    " UNION ALL ",
+    raw_after_seal!(":width")
+);
 
 /// Whether the server has a sample with `from <= time < until`.
 fn has_samples(
@@ -261,27 +312,41 @@ fn has_samples(
         .query_row([server_id, from, until], |row| row.get(0))?)
 }
 
+/// Every server with its first and last sample and how many samples its
+/// data holds, raw and history. Once a server's oldest (or newest) raw
+/// samples have expired, its first (or last) sample is known to the hour:
+/// the start of its oldest (or newest) history hour.
 pub fn servers(conn: &Connection) -> Result<Vec<ServerSummary>, StoreError> {
     let mut statement = conn.prepare_cached(
         "SELECT name,
                 (SELECT min(time) FROM samples WHERE server_id = servers.id),
                 (SELECT max(time) FROM samples WHERE server_id = servers.id),
+                (SELECT min(hour) FROM hour_history WHERE server_id = servers.id),
+                (SELECT max(hour) FROM hour_history WHERE server_id = servers.id),
                 (SELECT coalesce(sum(samples), 0) FROM hour_rollups
                  WHERE server_id = servers.id)
+                + (SELECT coalesce(sum(samples), 0) FROM hour_history
+                   WHERE server_id = servers.id)
                 + (SELECT count(*) FROM samples
                    WHERE server_id = servers.id
-                     AND time >= servers.sealed_until)
-         FROM servers
+                     AND time >= max(servers.sealed_until, seal_floor.sealed_until))
+         FROM servers, seal_floor
          ORDER BY name",
     )?;
     let rows = statement.query_map([], |row| {
-        let first: Option<i64> = row.get(1)?;
-        let last: Option<i64> = row.get(2)?;
+        let (first_raw, last_raw): (Option<i64>, Option<i64>) = (row.get(1)?, row.get(2)?);
+        let (first_history, last_history): (Option<i64>, Option<i64>) = (row.get(3)?, row.get(4)?);
+        let first = match (first_raw, first_history) {
+            (Some(raw), Some(history)) if history < raw - raw.rem_euclid(HOUR_MS) => Some(history),
+            (None, history) => history,
+            (raw, _) => raw,
+        };
+        let last = last_raw.or(last_history);
         Ok(ServerSummary {
             name: row.get(0)?,
             first_seen: first.and_then(|ms| Timestamp::from_millis(ms).ok()),
             last_seen: last.and_then(|ms| Timestamp::from_millis(ms).ok()),
-            samples: row.get::<_, i64>(3)?.unsigned_abs(),
+            samples: row.get::<_, i64>(5)?.unsigned_abs(),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -339,23 +404,42 @@ pub fn overview(conn: &mut Connection, at: Timestamp) -> Result<Vec<ServerOvervi
     // different minutes. `CROSS JOIN` keeps `servers` the outer loop, so
     // each part is one primary-key range seek per server, never a scan of
     // every rollup or sample.
+    // Minute rows exist for dense hours only; a sparse hour's minutes come
+    // from its samples, reached through its hour row (see rollups.rs).
+    let floor = super::rollups::seal_floor(&tx)?;
     let mut statement = tx.prepare_cached(
         "SELECT servers.id, (minute - :start) / 60000, samples,
                 cpu_sum / samples, ram_sum / samples
          FROM servers CROSS JOIN minute_rollups
              ON minute_rollups.server_id = servers.id
-                AND minute >= :start AND minute < min(servers.sealed_until, :at_minute)
+                AND minute >= :start
+                AND minute < min(max(servers.sealed_until, :floor), :at_minute)
+         UNION ALL
+         SELECT servers.id, (time - :start) / 60000 AS bucket, count(*), avg(cpu), avg(ram)
+         FROM servers CROSS JOIN hour_rollups CROSS JOIN samples
+             ON hour_rollups.server_id = servers.id
+                AND hour_rollups.hour > :start - 3600000
+                AND hour_rollups.hour < min(max(servers.sealed_until, :floor), :at_minute)
+                AND hour_rollups.samples <= :sparse
+                AND samples.server_id = servers.id
+                AND time >= max(:start, hour_rollups.hour)
+                AND time < min(hour_rollups.hour + 3600000,
+                               max(servers.sealed_until, :floor), :at_minute)
+         GROUP BY servers.id, bucket
          UNION ALL
          SELECT servers.id, (time - :start) / 60000 AS bucket, count(*), avg(cpu), avg(ram)
          FROM servers CROSS JOIN samples
              ON samples.server_id = servers.id
-                AND time >= max(:start, min(servers.sealed_until, :at_minute)) AND time <= :at
+                AND time >= max(:start, min(max(servers.sealed_until, :floor), :at_minute))
+                AND time <= :at
          GROUP BY servers.id, bucket",
     )?;
     let mut rows = statement.query(rusqlite::named_params! {
         ":start": window.start.millis(),
         ":at_minute": at_minute,
         ":at": at.millis(),
+        ":floor": floor,
+        ":sparse": MINUTE_ROWS_ABOVE,
     })?;
     while let Some(row) = rows.next()? {
         let samples: Option<i64> = row.get(2)?;
@@ -449,4 +533,20 @@ pub fn raw_samples(
     }
     tx.finish()?;
     Ok(Some(found))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bucket_statement_prepares_on_the_current_schema() {
+        let mut conn = Connection::open_in_memory().expect("in-memory database");
+        crate::schema::migrate(&mut conn).expect("migrations");
+        for statement in [MINUTE_BUCKETS, MINUTE_MULTIPLE_BUCKETS, HOUR_MULTIPLE_BUCKETS] {
+            if let Err(err) = conn.prepare(statement) {
+                panic!("{err}\n{statement}");
+            }
+        }
+    }
 }

@@ -1,25 +1,36 @@
 //! The rollup tables and the seal that keeps them cheap to write.
 //!
-//! `minute_rollups` and `hour_rollups` hold, for each server, the sums and
-//! counts of exactly its samples whose time is before its
-//! `servers.sealed_until` (a minute boundary). Samples at or after it are in
-//! `samples` only; the writer keeps their per-minute sums in memory
-//! (`Unsealed`) and, once their minute has passed, adds them to the rollups
-//! and moves the server's seal forward, in the same transaction. So a live
-//! sample costs one row write, not three, and readers combine rollups below
-//! the seal with raw samples above it. When a minute ends, the servers are
-//! sealed a few hundred per transaction (a walk), so no request waits for
-//! all of them; once the walk is done every server's seal is the same
-//! again (the floor). The in-memory sums are only a write buffer: answers
-//! always come from the tables, and on start-up the sums are recomputed
-//! from `samples`.
+//! `hour_rollups` holds, for each server, the sums and counts of exactly
+//! its samples whose time is before its seal (a minute boundary: the later
+//! of `servers.sealed_until` and `seal_floor`), one row per hour;
+//! `minute_rollups` the same per minute, but only for dense hours (more
+//! than `MINUTE_ROWS_ABOVE` samples), since a minute row of one sample
+//! costs more than it saves. Samples at or after the seal are in `samples`
+//! only; the writer keeps their per-minute sums in memory (`Unsealed`) and,
+//! once their minute has passed, adds them to the rollups and moves the
+//! server's seal forward, in the same transaction. So a live sample costs
+//! one row write, not three, and readers combine rollups below the seal
+//! with raw samples above it (and in sparse hours). When a minute ends,
+//! the servers are sealed a few hundred per transaction (a walk), so no
+//! request waits for all of them; once the walk is done the one-row floor
+//! moves, and every server's seal is the same again. The in-memory sums
+//! are only a write buffer: answers always come from the tables, and on
+//! start-up the sums are recomputed from `samples`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rusqlite::{Connection, Transaction, params};
 
 use super::StoreError;
 use crate::model::{HOUR_MS, MINUTE_MS, Sample};
+
+/// Where every server is sealed at least; a server's own `sealed_until`
+/// counts where it is later.
+pub fn seal_floor(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT sealed_until FROM seal_floor")?
+        .query_row([], |row| row.get(0))?)
+}
 
 /// Sum, count and extremes of some samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,7 +69,7 @@ impl Sums {
         self.ram_max = self.ram_max.max(sample.ram);
     }
 
-    fn merge(&mut self, other: &Sums) {
+    pub fn merge(&mut self, other: &Sums) {
         self.samples += other.samples;
         self.cpu += other.cpu;
         self.ram += other.ram;
@@ -93,11 +104,81 @@ impl RollupDelta {
         self.hours.entry((server_id, hour)).or_default().merge(sums);
     }
 
-    /// Writes the sums out and empties the delta.
+    /// Writes the sums out and empties the delta. Hour rows go first:
+    /// their new counts say which hours keep minute rows (see
+    /// `MINUTE_ROWS_ABOVE`). An hour already dense gets its minute sums; an
+    /// hour that has just become dense gets all its minute rows, summed
+    /// from its rolled-up samples; a sparse hour gets none.
     pub fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
-        upsert_all(tx, MINUTE_UPSERT, std::mem::take(&mut self.minutes))?;
-        upsert_all(tx, HOUR_UPSERT, std::mem::take(&mut self.hours))
+        let hours = std::mem::take(&mut self.hours);
+        let minutes = std::mem::take(&mut self.minutes);
+        let mut dense = HashSet::new();
+        let mut became_dense = Vec::new();
+        {
+            let mut upsert = tx.prepare_cached(HOUR_UPSERT)?;
+            for ((server_id, hour), sums) in hours {
+                let total: i64 =
+                    upsert.query_row(row_params(server_id, hour, &sums), |row| row.get(0))?;
+                if total - sums.samples > MINUTE_ROWS_ABOVE {
+                    dense.insert((server_id, hour));
+                } else if total > MINUTE_ROWS_ABOVE {
+                    became_dense.push((server_id, hour));
+                }
+            }
+        }
+        let mut upsert = tx.prepare_cached(MINUTE_UPSERT)?;
+        for ((server_id, minute), sums) in minutes {
+            if dense.contains(&(server_id, minute - minute.rem_euclid(HOUR_MS))) {
+                upsert.execute(row_params(server_id, minute, &sums))?;
+            }
+        }
+        let mut fill = tx.prepare_cached(MINUTE_ROWS_OF_HOUR)?;
+        for (server_id, hour) in became_dense {
+            fill.execute(params![server_id, hour, hour + HOUR_MS])?;
+        }
+        Ok(())
     }
+}
+
+/// An hour keeps a row per minute in `minute_rollups` only while its hour
+/// row counts more than this many samples (6 a minute on average). Below
+/// that a minute row would hold few samples and cost more than it saves:
+/// at one sample a minute it is a second row as large as the sample. So
+/// readers take the minutes of a sparse hour from `samples` (at most this
+/// many rows), and those of a dense hour from `minute_rollups`. Migration
+/// 0006 writes the same number.
+pub const MINUTE_ROWS_ABOVE: i64 = 360;
+
+/// Every minute row of one server's hour (`?1`, from `?2` to `?3`), summed
+/// from the samples that are rolled up: those before the server's seal as
+/// this transaction leaves it.
+const MINUTE_ROWS_OF_HOUR: &str = "INSERT INTO minute_rollups
+         (server_id, minute, samples, cpu_sum, ram_sum, cpu_min, cpu_max, ram_min, ram_max)
+     SELECT ?1, time - time % 60000, count(*), total(cpu), total(ram),
+            iif(count(*) > 1, min(cpu), NULL), iif(count(*) > 1, max(cpu), NULL),
+            iif(count(*) > 1, min(ram), NULL), iif(count(*) > 1, max(ram), NULL)
+     FROM samples
+     WHERE server_id = ?1 AND time >= ?2 AND time < ?3
+       AND time < (SELECT max(servers.sealed_until, seal_floor.sealed_until)
+                   FROM servers, seal_floor WHERE servers.id = ?1)
+     GROUP BY time / 60000";
+
+/// The parameters of one rollup row's upsert. A one-sample row's extremes
+/// are its sums: stored as NULL, they take no space.
+fn row_params(server_id: i64, bucket: i64, sums: &Sums) -> impl rusqlite::Params + use<> {
+    let extremes =
+        (sums.samples > 1).then_some((sums.cpu_min, sums.cpu_max, sums.ram_min, sums.ram_max));
+    (
+        server_id,
+        bucket,
+        sums.samples,
+        sums.cpu,
+        sums.ram,
+        extremes.map(|e| e.0),
+        extremes.map(|e| e.1),
+        extremes.map(|e| e.2),
+        extremes.map(|e| e.3),
+    )
 }
 
 // A rollup row of one sample may store NULL for its extremes (most rows
@@ -116,6 +197,7 @@ const MINUTE_UPSERT: &str = "INSERT INTO minute_rollups
          ram_min = min(coalesce(ram_min, ram_sum), coalesce(excluded.ram_min, excluded.ram_sum)),
          ram_max = max(coalesce(ram_max, ram_sum), coalesce(excluded.ram_max, excluded.ram_sum))";
 
+/// The hour row's upsert answers the row's new sample count.
 const HOUR_UPSERT: &str = "INSERT INTO hour_rollups
          (server_id, hour, samples, cpu_sum, ram_sum, cpu_min, cpu_max, ram_min, ram_max)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -126,34 +208,8 @@ const HOUR_UPSERT: &str = "INSERT INTO hour_rollups
          cpu_min = min(coalesce(cpu_min, cpu_sum), coalesce(excluded.cpu_min, excluded.cpu_sum)),
          cpu_max = max(coalesce(cpu_max, cpu_sum), coalesce(excluded.cpu_max, excluded.cpu_sum)),
          ram_min = min(coalesce(ram_min, ram_sum), coalesce(excluded.ram_min, excluded.ram_sum)),
-         ram_max = max(coalesce(ram_max, ram_sum), coalesce(excluded.ram_max, excluded.ram_sum))";
-
-/// Adds each (server, bucket) sum to its rollup row with `upsert`.
-fn upsert_all(
-    tx: &Transaction<'_>,
-    upsert: &str,
-    sums: BTreeMap<(i64, i64), Sums>,
-) -> Result<(), StoreError> {
-    let mut statement = tx.prepare_cached(upsert)?;
-    for ((server_id, bucket), sums) in sums {
-        // A one-sample row's extremes are its sums: stored as NULL, they
-        // take no space.
-        let extremes =
-            (sums.samples > 1).then_some((sums.cpu_min, sums.cpu_max, sums.ram_min, sums.ram_max));
-        statement.execute(params![
-            server_id,
-            bucket,
-            sums.samples,
-            sums.cpu,
-            sums.ram,
-            extremes.map(|e| e.0),
-            extremes.map(|e| e.1),
-            extremes.map(|e| e.2),
-            extremes.map(|e| e.3)
-        ])?;
-    }
-    Ok(())
-}
+         ram_max = max(coalesce(ram_max, ram_sum), coalesce(excluded.ram_max, excluded.ram_sum))
+     RETURNING samples";
 
 /// Servers sealed in one transaction at most while requests wait on it:
 /// each moves its ended minutes into the rollups (two row writes).
@@ -180,25 +236,23 @@ struct Walk {
 impl Unsealed {
     /// Reads the seals and recomputes the sums of the samples above them.
     pub fn load(conn: &Connection) -> Result<Unsealed, StoreError> {
-        let mut seals = conn.prepare("SELECT id, sealed_until FROM servers")?;
-        let seals: Vec<(i64, i64)> = seals
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        let floor = seal_floor(conn)?;
+        let mut ahead =
+            conn.prepare("SELECT id, sealed_until FROM servers WHERE sealed_until > ?1")?;
+        let ahead = ahead
+            .query_map([floor], |row| Ok((row.get(0)?, row.get(1)?)))?
             .collect::<Result<_, _>>()?;
-        let floor = seals.iter().map(|(_, seal)| *seal).min().unwrap_or(0);
-        let ahead = seals
-            .into_iter()
-            .filter(|(_, seal)| *seal > floor)
-            .collect();
         // One index seek per server rather than a scan of every sample.
         let mut statement = conn.prepare(
             "SELECT samples.server_id, samples.time - samples.time % 60000,
                     count(*), total(samples.cpu), total(samples.ram),
                     min(samples.cpu), max(samples.cpu), min(samples.ram), max(samples.ram)
              FROM servers CROSS JOIN samples
-                 ON samples.server_id = servers.id AND samples.time >= servers.sealed_until
+                 ON samples.server_id = servers.id
+                    AND samples.time >= max(servers.sealed_until, ?1)
              GROUP BY samples.server_id, samples.time / 60000",
         )?;
-        let rows = statement.query_map([], |row| {
+        let rows = statement.query_map([floor], |row| {
             Ok((
                 (row.get(0)?, row.get(1)?),
                 Sums {
@@ -366,7 +420,7 @@ pub fn seal(
     for server_id in left {
         seal_server(tx, unsealed, change, delta, server_id, target)?;
     }
-    tx.prepare_cached("UPDATE servers SET sealed_until = ?1 WHERE sealed_until < ?1")?
+    tx.prepare_cached("UPDATE seal_floor SET sealed_until = ?1 WHERE sealed_until < ?1")?
         .execute([target])?;
     change.floor = Some(target);
     change.walk = Some(None);

@@ -30,6 +30,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_server_seal",
         include_str!("../../../migrations/0005_server_seal.sql"),
     ),
+    (
+        "0006_history",
+        include_str!("../../../migrations/0006_history.sql"),
+    ),
 ];
 
 /// Page size of a newly created database, in bytes (SQLite's default is
@@ -157,12 +161,13 @@ mod tests {
                 "0002_rollups",
                 "0003_rollup_seal",
                 "0004_rollup_extremes",
-                "0005_server_seal"
+                "0005_server_seal",
+                "0006_history"
             ]
         );
-        assert_eq!(user_version(&conn), 5);
+        assert_eq!(user_version(&conn), 6);
         assert!(migrate(&mut conn).unwrap().is_empty());
-        assert_eq!(user_version(&conn), 5);
+        assert_eq!(user_version(&conn), 6);
     }
 
     #[test]
@@ -190,14 +195,14 @@ mod tests {
     #[test]
     fn a_database_of_a_newer_schema_is_refused_untouched() {
         let mut conn = Connection::open_in_memory().unwrap();
-        conn.pragma_update(None, "user_version", 6).unwrap();
+        conn.pragma_update(None, "user_version", 7).unwrap();
         assert!(matches!(
             migrate(&mut conn),
             Err(StoreError::TooNew {
-                found: 6,
-                supported: 5
+                found: 7,
+                supported: 6
             })
         ));
-        assert_eq!(user_version(&conn), 6);
+        assert_eq!(user_version(&conn), 7);
     }
 }

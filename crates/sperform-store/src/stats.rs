@@ -2,6 +2,8 @@
 
 use std::sync::Mutex;
 
+use super::retention::RetentionBatch;
+
 /// Upper bounds of the commit-latency buckets, in seconds.
 pub const COMMIT_SECONDS_BOUNDS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -57,6 +59,8 @@ impl Default for WriterStats {
             queued_samples: 0,
             samples_committed: 0,
             retention_deleted_samples: 0,
+            retention_hours_to_history: 0,
+            retention_deleted_history_hours: 0,
             retention_deleted_servers: 0,
             transactions: 0,
             failed_transactions: 0,
@@ -68,14 +72,16 @@ impl Default for WriterStats {
 
 impl WriterStats {
     /// Records a committed transaction.
-    pub fn committed(&self, samples: u64, seconds: f64, retained: (u64, u64)) {
+    pub fn committed(&self, samples: u64, seconds: f64, retained: &RetentionBatch) {
         if let Ok(mut stats) = self.0.lock() {
             stats.transactions += 1;
             stats.samples_committed += samples;
             stats.commit_seconds.observe(seconds);
             stats.group_samples.observe(samples as f64);
-            stats.retention_deleted_samples += retained.0;
-            stats.retention_deleted_servers += retained.1;
+            stats.retention_deleted_samples += retained.samples_deleted;
+            stats.retention_hours_to_history += retained.hours_to_history;
+            stats.retention_deleted_history_hours += retained.history_hours_deleted;
+            stats.retention_deleted_servers += retained.servers_deleted;
         }
     }
 
@@ -103,8 +109,11 @@ pub struct StoreStats {
     /// Samples accepted but not yet committed.
     pub queued_samples: u64,
     pub samples_committed: u64,
-    /// Samples and servers deleted by retention.
+    /// What retention did: samples deleted, hours moved to the history,
+    /// history hours deleted, servers deleted.
     pub retention_deleted_samples: u64,
+    pub retention_hours_to_history: u64,
+    pub retention_deleted_history_hours: u64,
     pub retention_deleted_servers: u64,
     pub transactions: u64,
     pub failed_transactions: u64,

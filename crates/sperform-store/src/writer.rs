@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use super::retention::{self, RetentionBatch};
+use super::retention::{self, Cutoffs, RetentionBatch};
 use super::rollups::{self, RollupDelta, Unsealed, UnsealedChange};
 use super::stats::{StoreStats, WriterStats};
 use super::{StoreError, checkpoint};
@@ -64,7 +64,7 @@ enum Job {
         reply: Reply<()>,
     },
     Retain {
-        cutoff: i64,
+        cutoffs: Cutoffs,
         /// What the batch deleted.
         batch: RetentionBatch,
         reply: Reply<RetentionBatch>,
@@ -95,10 +95,10 @@ impl Job {
     }
 }
 
-/// A retention job for the batch before `cutoff`, answering `reply`.
-fn retain_job(cutoff: i64, reply: Reply<RetentionBatch>) -> Job {
+/// A retention job for the batch before `cutoffs`, answering `reply`.
+fn retain_job(cutoffs: Cutoffs, reply: Reply<RetentionBatch>) -> Job {
     Job::Retain {
-        cutoff,
+        cutoffs,
         batch: RetentionBatch::default(),
         reply,
     }
@@ -129,7 +129,6 @@ impl Writer {
             server_ids: ServerIds::default(),
             unsealed,
             stats: Arc::clone(&stats),
-            retention_cursor: 0,
             clock,
         };
         let (sender, receiver) = mpsc::channel();
@@ -172,14 +171,10 @@ impl Writer {
         self.ask(|reply| Job::Seal { until, reply })?.wait().await
     }
 
-    /// Deletes one batch of samples before `cutoff` (an hour boundary).
-    pub async fn retain_batch(&self, cutoff: i64) -> Result<RetentionBatch, StoreError> {
-        self.ask(|reply| retain_job(cutoff, reply))?.wait().await
-    }
-
-    /// `retain_batch` for a plain thread: blocks until the batch committed.
-    pub fn retain_batch_blocking(&self, cutoff: i64) -> Result<RetentionBatch, StoreError> {
-        self.ask(|reply| retain_job(cutoff, reply))?.blocking()
+    /// Deletes one batch of data before `cutoffs` (hour boundaries); for a
+    /// plain thread: blocks until the batch committed.
+    pub fn retain_batch_blocking(&self, cutoffs: Cutoffs) -> Result<RetentionBatch, StoreError> {
+        self.ask(|reply| retain_job(cutoffs, reply))?.blocking()
     }
 
     /// Queues the job `job` makes around a reply channel; the answer comes
@@ -250,8 +245,6 @@ struct State {
     server_ids: ServerIds,
     unsealed: Unsealed,
     stats: Arc<WriterStats>,
-    /// The last server a retention batch finished with.
-    retention_cursor: i64,
     /// What time it is, for the seal.
     clock: Clock,
 }
@@ -360,20 +353,22 @@ fn apply_in_transaction(state: &mut State, jobs: &mut [Job]) -> Result<(), Store
     match &result {
         Ok(()) => {
             let mut samples = 0;
-            let mut retained = (0, 0);
+            let mut retained = RetentionBatch::default();
             for job in jobs.iter() {
                 match job {
                     Job::Insert { samples: batch, .. } => samples += batch.len(),
                     Job::Retain { batch, .. } => {
-                        retained.0 += batch.samples_deleted;
-                        retained.1 += batch.servers_deleted;
+                        retained.samples_deleted += batch.samples_deleted;
+                        retained.hours_to_history += batch.hours_to_history;
+                        retained.history_hours_deleted += batch.history_hours_deleted;
+                        retained.servers_deleted += batch.servers_deleted;
                     }
                     Job::Delete { .. } | Job::Seal { .. } => {}
                 }
             }
             state
                 .stats
-                .committed(samples as u64, started.elapsed().as_secs_f64(), retained);
+                .committed(samples as u64, started.elapsed().as_secs_f64(), &retained);
         }
         Err(_) => state.stats.failed(),
     }
@@ -385,11 +380,9 @@ fn run_transaction(state: &mut State, jobs: &mut [Job]) -> Result<(), StoreError
         conn,
         server_ids,
         unsealed,
-        retention_cursor,
         clock,
         ..
     } = state;
-    let mut cursor = *retention_cursor;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut delta = RollupDelta::default();
     let mut change = UnsealedChange::default();
@@ -438,9 +431,9 @@ fn run_transaction(state: &mut State, jobs: &mut [Job]) -> Result<(), StoreError
                 seal_to = seal_to.max(until.floor(MINUTE_MS).millis());
                 seal_limit = usize::MAX;
             }
-            Job::Retain { cutoff, batch, .. } => {
+            Job::Retain { cutoffs, batch, .. } => {
                 delta.flush(&tx)?;
-                let (deleted_batch, deleted) = retention::delete_batch(&tx, &mut cursor, *cutoff)?;
+                let (deleted_batch, deleted) = retention::delete_batch(&tx, *cutoffs)?;
                 for (server_id, _) in &deleted {
                     change.forget_server(*server_id);
                 }
@@ -457,7 +450,6 @@ fn run_transaction(state: &mut State, jobs: &mut [Job]) -> Result<(), StoreError
     delta.flush(&tx)?;
     tx.commit()?;
     unsealed.apply(change);
-    *retention_cursor = cursor;
     Ok(())
 }
 
@@ -551,7 +543,6 @@ mod tests {
             server_ids: ServerIds::default(),
             unsealed,
             stats: Arc::new(WriterStats::default()),
-            retention_cursor: 0,
             clock: Clock::from(clock),
         }
     }
@@ -600,7 +591,10 @@ mod tests {
         };
         let (reply, mut retained) = oneshot::channel();
         let retain = Job::Retain {
-            cutoff: NOON - HOUR_MS,
+            cutoffs: Cutoffs {
+                raw: NOON - HOUR_MS,
+                history: NOON - HOUR_MS,
+            },
             batch: RetentionBatch::default(),
             reply,
         };
@@ -616,6 +610,8 @@ mod tests {
         // has a sample before the cutoff, and it goes with its server.
         let expected = RetentionBatch {
             samples_deleted: 1,
+            hours_to_history: 0,
+            history_hours_deleted: 0,
             servers_deleted: 1,
             more: false,
         };
