@@ -53,12 +53,16 @@ pub fn build_with_clock(figment: Figment, clock: Clock) -> Result<Rocket<Build>,
     let store = Store::open(&settings.store_config(), clock.clone())?;
     log::info!(
         "database {} open (schema version {}), synchronous {}, retention {} (checked every {}), \
-         read pool {}, write queue {}, ingest token {}, read token {}",
+         history {}, size limit {}, read pool {}, write queue {}, ingest token {}, read token {}",
         settings.database.display(),
         store.schema_version(),
         settings.synchronous,
         humantime::format_duration(settings.retention),
         humantime::format_duration(settings.retention_interval),
+        humantime::format_duration(settings.history_retention),
+        settings
+            .retention_size
+            .map_or_else(|| "none".to_owned(), config::format_size),
         settings.read_pool_size,
         settings.write_queue,
         set_or_not(settings.ingest_token.is_some()),

@@ -338,6 +338,7 @@ fn each_migration_is_logged_once_and_only_on_the_first_start() {
         "0003_rollup_seal",
         "0004_rollup_extremes",
         "0005_server_seal",
+        "0006_history",
     ]
     .iter()
     .map(|name| format!("applied migration {name} to {}", db.display()))
@@ -355,7 +356,7 @@ fn each_migration_is_logged_once_and_only_on_the_first_start() {
     daemon.restart();
     let log = daemon.log();
     assert!(!log.to_lowercase().contains("migrat"), "{log}");
-    assert!(log.contains("(schema version 5)"), "{log}");
+    assert!(log.contains("(schema version 6)"), "{log}");
 }
 
 #[test]

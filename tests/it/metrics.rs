@@ -343,10 +343,15 @@ fn retention_deletions_are_counted() {
         scrape.value("sperform_retention_deleted_samples_total", &[]),
         2.0
     );
+    // web-old's hour is kept as history, so the server stays.
     assert_eq!(
-        scrape.value("sperform_retention_deleted_servers_total", &[]),
+        scrape.value("sperform_retention_history_hours_kept_total", &[]),
         1.0
     );
-    assert_eq!(scrape.value("sperform_servers", &[]), 1.0);
+    assert_eq!(
+        scrape.value("sperform_retention_deleted_servers_total", &[]),
+        0.0
+    );
+    assert_eq!(scrape.value("sperform_servers", &[]), 2.0);
     assert_eq!(scrape.value("sperform_samples_ingested_total", &[]), 3.0);
 }

@@ -228,12 +228,17 @@ fn rollup_extremes_equal_those_of_the_samples() {
         );
         assert_eq!(stored_wrongly, 0, "{table}");
     }
-    // A sample every 94 s or so leaves most minutes with one sample.
-    let lean = count(
-        &app.db_path,
-        "SELECT count(*) FROM minute_rollups WHERE samples = 1",
+    // A sample every 94 s or so leaves every hour sparse: no minute rows,
+    // and most hour rows hold several samples.
+    assert_eq!(
+        count(&app.db_path, "SELECT count(*) FROM minute_rollups"),
+        0
     );
-    assert!(lean > 100, "{lean} one-sample minute rows");
+    let full = count(
+        &app.db_path,
+        "SELECT count(*) FROM hour_rollups WHERE samples > 1",
+    );
+    assert!(full > 3, "{full} hour rows of several samples");
 }
 
 #[test]
@@ -244,10 +249,12 @@ fn a_second_sample_gives_a_one_sample_rollup_row_its_extremes() {
     post_at(&app, "web-1", at(minute, 1_000), 10.5, 50.25);
     post_at(&app, "web-1", at(minute, 2_000), 30.75, 20.0);
     let conn = rusqlite::Connection::open(&app.db_path).unwrap();
-    for (table, key, start) in [
-        ("minute_rollups", "minute", minute.millis()),
-        ("hour_rollups", "hour", minute.floor(HOUR_MS).millis()),
-    ] {
+    // The hour is sparse: it has an hour row and no minute rows.
+    assert_eq!(
+        count(&app.db_path, "SELECT count(*) FROM minute_rollups"),
+        0
+    );
+    for (table, key, start) in [("hour_rollups", "hour", minute.floor(HOUR_MS).millis())] {
         let row: (i64, f64, f64, f64, f64) = conn
             .query_row(
                 &format!(
@@ -310,8 +317,15 @@ fn bad_parameters_are_named() {
         ),
         (
             format!(
-                "from={}&to={t}&step=1d",
+                "from={}&to={t}&step=30m",
                 at(base, -8 * 24 * HOUR_MS).to_rfc3339()
+            ),
+            "from (",
+        ),
+        (
+            format!(
+                "from={}&to={t}&step=1d",
+                at(base, -401 * 24 * HOUR_MS).to_rfc3339()
             ),
             "from (",
         ),

@@ -410,7 +410,10 @@ async fn answers(client: &AsyncClient, moments: &[Timestamp]) -> Vec<String> {
 /// The servers' seal, which is the same for all once a seal is complete.
 fn sealed_until(db_path: &std::path::Path) -> i64 {
     assert_eq!(
-        count(db_path, &format!("SELECT count(DISTINCT {SEAL}) FROM servers")),
+        count(
+            db_path,
+            &format!("SELECT count(DISTINCT {SEAL}) FROM servers")
+        ),
         1
     );
     count(db_path, &format!("SELECT {SEAL} FROM servers LIMIT 1"))
@@ -452,7 +455,7 @@ async fn sealing_moves_samples_into_the_rollups_without_changing_any_answer() {
     let before = answers(&client, &moments).await;
     // Sealed up to the clock's minute: the first two samples of each server.
     assert_eq!(sealed_until(&db_path), now.floor(MINUTE_MS).millis());
-    let [rollups, _] = rollups_and_truth(&db_path, "minute_rollups", MINUTE_MS);
+    let [rollups, _] = rollups_and_truth(&db_path, "hour_rollups", HOUR_MS);
     assert_eq!(rollups.iter().map(|row| row.2).sum::<i64>(), 4);
     assert_rollups_match_samples(&db_path);
 
@@ -463,7 +466,7 @@ async fn sealing_moves_samples_into_the_rollups_without_changing_any_answer() {
         sealed_until(&db_path),
         at(now, 10 * MINUTE_MS).floor(MINUTE_MS).millis()
     );
-    let [rollups, _] = rollups_and_truth(&db_path, "minute_rollups", MINUTE_MS);
+    let [rollups, _] = rollups_and_truth(&db_path, "hour_rollups", HOUR_MS);
     assert_eq!(rollups.iter().map(|row| row.2).sum::<i64>(), 10);
     assert_rollups_match_samples(&db_path);
     let after = answers(&client, &moments).await;
@@ -479,7 +482,7 @@ async fn sealing_moves_samples_into_the_rollups_without_changing_any_answer() {
         .status();
     assert_eq!(status, Status::NoContent);
     assert_rollups_match_samples(&db_path);
-    let [rollups, _] = rollups_and_truth(&db_path, "minute_rollups", MINUTE_MS);
+    let [rollups, _] = rollups_and_truth(&db_path, "hour_rollups", HOUR_MS);
     assert_eq!(rollups.iter().map(|row| row.2).sum::<i64>(), 11);
     let body: serde_json::Value = client
         .get("/api/v1/servers")
@@ -692,7 +695,7 @@ fn requests_wait_on_a_few_hundred_servers_sealed_at_a_time() {
     }
     assert_eq!(servers_by_seal(&db_path, target), (602, 0));
     assert_eq!(
-        count(&db_path, "SELECT sum(samples) FROM minute_rollups"),
+        count(&db_path, "SELECT sum(samples) FROM hour_rollups"),
         601
     );
     assert_eq!(load("early")["by_minute"][58]["cpu"], 3.0);

@@ -62,6 +62,37 @@ impl TestApp {
         }
     }
 
+    /// Stops the daemon's store (committing what is queued) and hands back
+    /// its directory and database, to open again.
+    pub fn close(self) -> (TempDir, PathBuf) {
+        self.store().close();
+        let TestApp {
+            client,
+            db_path,
+            _dir,
+            ..
+        } = self;
+        drop(client);
+        (_dir, db_path)
+    }
+
+    /// A daemon on a database another `TestApp` left, with `clock`.
+    pub fn reopen(
+        dir: TempDir,
+        db_path: PathBuf,
+        clock: ManualClock,
+        adjust: impl FnOnce(Figment) -> Figment,
+    ) -> TestApp {
+        let figment = adjust(figment_for(&db_path));
+        let rocket = sperform::build_with_clock(figment, Clock::from(clock.clone())).unwrap();
+        TestApp {
+            client: Client::untracked(rocket).unwrap(),
+            db_path,
+            clock,
+            _dir: dir,
+        }
+    }
+
     pub fn store(&self) -> Store {
         self.client.rocket().state::<Store>().unwrap().clone()
     }

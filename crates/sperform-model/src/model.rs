@@ -335,7 +335,9 @@ impl BucketWindow {
             let oldest = Timestamp(oldest.max(0));
             return Err(ValidationError::new(
                 if whole_hours || policy.history_retention_ms == policy.retention_ms {
-                    format!("from ({from}) lies beyond the retention period: the oldest kept is {oldest}")
+                    format!(
+                        "from ({from}) lies beyond the retention period: the oldest kept is {oldest}"
+                    )
                 } else {
                     format!(
                         "from ({from}) lies beyond the retention of raw samples (the oldest kept is {oldest}); older hours are kept as history, read at a step of whole hours (1h, 6h, 12h, 1d)"

@@ -543,7 +543,11 @@ mod tests {
     fn every_bucket_statement_prepares_on_the_current_schema() {
         let mut conn = Connection::open_in_memory().expect("in-memory database");
         crate::schema::migrate(&mut conn).expect("migrations");
-        for statement in [MINUTE_BUCKETS, MINUTE_MULTIPLE_BUCKETS, HOUR_MULTIPLE_BUCKETS] {
+        for statement in [
+            MINUTE_BUCKETS,
+            MINUTE_MULTIPLE_BUCKETS,
+            HOUR_MULTIPLE_BUCKETS,
+        ] {
             if let Err(err) = conn.prepare(statement) {
                 panic!("{err}\n{statement}");
             }
