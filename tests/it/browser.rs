@@ -389,13 +389,13 @@ fn both_pages_draw_their_data_in_a_real_browser() {
     browser.screenshot(
         &format!("{url}/servers/web-1"),
         "dashboard-server.png",
-        (1280, 830),
+        (1280, 1120),
         &[],
     );
     browser.screenshot(
         &format!("{url}/servers/db-1"),
         "dashboard-server-dark.png",
-        (1280, 830),
+        (1280, 1120),
         &["--blink-settings=preferredColorScheme=0"],
     );
     browser.screenshot(
@@ -561,8 +561,9 @@ fn the_dashboard_asks_for_the_read_token_once_and_answers_clicks_and_typing() {
     page.navigate(&format!("{url}/servers/web-1"));
     page.wait_for(
         "document.querySelectorAll('#minutes rect.bucket').length === 60 \
-         && document.querySelectorAll('#hours rect.bucket').length === 24",
-        "both charts",
+         && document.querySelectorAll('#hours rect.bucket').length === 24 \
+         && document.querySelectorAll('#history rect.bucket').length === 168",
+        "the three charts",
     );
     assert_eq!(
         page.eval("document.getElementById('token-prompt')"),
@@ -864,8 +865,9 @@ fn the_long_views_draw_old_samples_in_exact_buckets() {
     // A range the daemon refuses: its answer is shown in the view's card,
     // the other view's buckets are gone, and the charts above stay.
     page.eval(
-        "const realFetch = window.fetch; \
-         window.fetch = (path, options) => realFetch(String(path).replace(/from=[^&]*/, 'from=0'), options); \
+        "window.realFetch = window.fetch; \
+         window.fetch = (path, options) => \
+           window.realFetch(String(path).replace(/from=[^&]*/, 'from=0'), options); \
          true",
     );
     page.eval("document.querySelector('input[name=history-view][value=\"1y\"]').click(); true");
@@ -900,5 +902,26 @@ fn the_long_views_draw_old_samples_in_exact_buckets() {
     assert_eq!(
         page.eval("document.querySelectorAll('#hours rect.bucket').length"),
         json!(24)
+    );
+    assert_eq!(
+        page.eval("document.getElementById('history').hidden"),
+        json!(true)
+    );
+
+    // Once the daemon answers again, the view is back and the problem gone.
+    page.eval("window.fetch = window.realFetch; true");
+    page.eval("document.querySelector('input[name=history-view][value=\"7d\"]').click(); true");
+    page.wait_for(
+        "document.querySelector('#history svg[data-view=\"7d\"]')",
+        "the 7-day view again",
+    );
+    assert_long_view(&mut page, &samples, now, HOUR_MS, 7 * 24);
+    assert_eq!(
+        page.eval("document.getElementById('history-problem').hidden"),
+        json!(true)
+    );
+    assert_eq!(
+        page.eval("document.getElementById('history').hidden"),
+        json!(false)
     );
 }

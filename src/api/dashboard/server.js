@@ -328,6 +328,7 @@ function renderLong(view, buckets) {
   const table = document.getElementById("history-table");
   table.caption.textContent = `${view.title}, ${view.by}`;
   const chart = document.getElementById("history");
+  chart.hidden = buckets === null;
   if (buckets === null) {
     chart.replaceChildren();
     table.tBodies[0].replaceChildren();
