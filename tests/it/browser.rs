@@ -893,7 +893,7 @@ fn the_long_views_draw_old_samples_in_exact_buckets() {
     );
     assert_eq!(
         page.eval("document.getElementById('history-title').textContent"),
-        json!("Last year")
+        json!("Last 365 days")
     );
     assert_eq!(
         page.eval("document.getElementById('problem').hidden"),

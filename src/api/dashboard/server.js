@@ -134,7 +134,7 @@ const LONG_VIEWS = {
   },
   "1y": {
     key: "1y",
-    title: "Last year",
+    title: "Last 365 days",
     by: "by day",
     unit: "Day",
     step: "1d",
@@ -149,7 +149,7 @@ const LONG_VIEWS = {
       isMidnight(date) ? dateYearFormat.format(date) : `${dateYearFormat.format(date)}, ${clockTime(date)}`,
     span: (start, end, name) => (isMidnight(start) ? name(start) : `${name(start)} – ${name(end)}`),
     radius: 1.5,
-    description: "CPU and RAM, mean of each day of the last year",
+    description: "CPU and RAM, mean of each of the last 365 days",
   },
 };
 const DEFAULT_LONG_VIEW = "7d";
@@ -339,16 +339,17 @@ function renderLong(view, buckets) {
 }
 
 /// Reads the chosen long view's buckets, the last one holding `at` (the
-/// daemon's time of the last `/load` answer), and draws them. A failure is
-/// shown in the view's card; the charts above stay as they are.
+/// daemon's time of the last `/load` answer, as it wrote it), and draws
+/// them. A failure is shown in the view's card; the charts above stay as
+/// they are.
 async function loadLong(at) {
   const view = longView;
   const request = ++longRequests;
-  const last = Math.floor(at / view.width) * view.width;
+  const last = Math.floor(Date.parse(at) / view.width) * view.width;
   const from = last - (view.count - 1) * view.width;
   const path =
     `/api/v1/servers/${encodeURIComponent(serverName)}/load/range` +
-    `?from=${from / 1000}&to=${at / 1000}&step=${view.step}`;
+    `?from=${from / 1000}&to=${encodeURIComponent(at)}&step=${view.step}`;
   try {
     const range = await getJson(path);
     if (request !== longRequests) {
@@ -388,7 +389,7 @@ async function load() {
   main.classList.remove("missing");
   showProblem(null);
   render(report);
-  await loadLong(Date.parse(report.at));
+  await loadLong(report.at);
   return true;
 }
 
@@ -401,7 +402,7 @@ for (const input of document.querySelectorAll('input[name="history-view"]')) {
     longView = LONG_VIEWS[input.value];
     writeLongView();
     if (lastReport) {
-      loadLong(Date.parse(lastReport.at));
+      loadLong(lastReport.at);
     }
   });
 }
