@@ -344,7 +344,7 @@ fn both_pages_draw_their_data_in_a_real_browser() {
         // Two runs of minutes (0-19 and 25-50 back): two strokes.
         assert_eq!(line_path(minutes, series).matches('M').count(), 2);
     }
-    let hours = between(&dom, "id=\"hours\"", "<details");
+    let hours = between(&dom, "id=\"hours\"", "id=\"history-card\"");
     assert_eq!(hours.matches("class=\"bucket").count(), 24, "{hours}");
     assert!(hours.contains("data-buckets=\"24\""));
     let hour_table = between(&dom, "id=\"hours-table\"", "</table>");
@@ -389,13 +389,13 @@ fn both_pages_draw_their_data_in_a_real_browser() {
     browser.screenshot(
         &format!("{url}/servers/web-1"),
         "dashboard-server.png",
-        (1280, 830),
+        (1280, 1120),
         &[],
     );
     browser.screenshot(
         &format!("{url}/servers/db-1"),
         "dashboard-server-dark.png",
-        (1280, 830),
+        (1280, 1120),
         &["--blink-settings=preferredColorScheme=0"],
     );
     browser.screenshot(
@@ -561,8 +561,9 @@ fn the_dashboard_asks_for_the_read_token_once_and_answers_clicks_and_typing() {
     page.navigate(&format!("{url}/servers/web-1"));
     page.wait_for(
         "document.querySelectorAll('#minutes rect.bucket').length === 60 \
-         && document.querySelectorAll('#hours rect.bucket').length === 24",
-        "both charts",
+         && document.querySelectorAll('#hours rect.bucket').length === 24 \
+         && document.querySelectorAll('#history rect.bucket').length === 168",
+        "the three charts",
     );
     assert_eq!(
         page.eval("document.getElementById('token-prompt')"),
@@ -582,5 +583,345 @@ fn the_dashboard_asks_for_the_read_token_once_and_answers_clicks_and_typing() {
     assert_eq!(
         page.eval("document.getElementById('charts').hidden"),
         json!(true)
+    );
+}
+
+const DAY_MS: i64 = 24 * HOUR_MS;
+/// A window wide enough that every day of the 7-day view and every month
+/// of the 1-year view gets its label.
+const WIDE_WINDOW: &str = "--window-size=1280,1000";
+
+/// One sample of the long views' server: time (Unix ms), CPU, RAM.
+type OldSample = (i64, f64, f64);
+
+/// The samples of `hist-1`, days to months before `now`, each group in one
+/// bucket of a long view (buckets are aligned to multiples of their width
+/// since the epoch, so the groups stay whole whatever the time of day).
+fn old_samples(now: Timestamp) -> Vec<OldSample> {
+    let hour = now.floor(HOUR_MS).millis();
+    let quarter = now.floor(6 * HOUR_MS).millis();
+    let day = now.floor(DAY_MS).millis();
+    vec![
+        // The hour 50 hours back: three samples, means 25 and 40.
+        (hour - 50 * HOUR_MS + 5 * MINUTE_MS, 10.0, 30.0),
+        (hour - 50 * HOUR_MS + 20 * MINUTE_MS, 20.0, 40.0),
+        (hour - 50 * HOUR_MS + 40 * MINUTE_MS, 45.0, 50.0),
+        // The hour 51 hours back has none; the one 52 hours back one, in
+        // its last minute.
+        (hour - 52 * HOUR_MS + 59 * MINUTE_MS, 80.0, 60.0),
+        // 20 days back, both in one 6-hour bucket: means 65 and 25.
+        (quarter - 80 * 6 * HOUR_MS + HOUR_MS, 60.0, 20.0),
+        (
+            quarter - 80 * 6 * HOUR_MS + 5 * HOUR_MS + 59 * MINUTE_MS,
+            70.0,
+            30.0,
+        ),
+        // 200 days back, both in one UTC day: means 6.5 and 11.5.
+        (day - 200 * DAY_MS + 3 * HOUR_MS, 5.0, 11.0),
+        (day - 200 * DAY_MS + 15 * HOUR_MS, 8.0, 12.0),
+        // 300 days back, alone in its day.
+        (day - 300 * DAY_MS + 12 * HOUR_MS, 99.5, 0.5),
+    ]
+}
+
+/// A mean as the page writes it (`exact` in common.js, en-US): at most two
+/// decimals, no trailing zeros; a dash for none.
+fn shown(value: Option<f64>) -> String {
+    let Some(value) = value else {
+        return "–".to_owned();
+    };
+    let text = format!("{value:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// The rows a long view's table must hold for buckets of `width` from
+/// `first`, `count` of them: start, CPU and RAM means as shown, samples.
+fn expected_rows(samples: &[OldSample], first: i64, width: i64, count: i64) -> Vec<Vec<String>> {
+    (0..count)
+        .map(|index| {
+            let start = first + index * width;
+            let inside: Vec<&OldSample> = samples
+                .iter()
+                .filter(|(time, _, _)| (start..start + width).contains(time))
+                .collect();
+            let mean = |pick: fn(&OldSample) -> f64| {
+                (!inside.is_empty()).then(|| {
+                    inside.iter().map(|sample| pick(sample)).sum::<f64>() / inside.len() as f64
+                })
+            };
+            vec![
+                Timestamp::from_millis(start).unwrap().to_rfc3339_seconds(),
+                shown(mean(|sample| sample.1)),
+                shown(mean(|sample| sample.2)),
+                inside.len().to_string(),
+            ]
+        })
+        .collect()
+}
+
+/// The rows of the long view's table: start, CPU, RAM, samples.
+fn long_view_rows(page: &mut Session) -> Vec<Vec<String>> {
+    let rows = page.eval(
+        "[...document.querySelectorAll('#history-table tbody tr')].map((row) => \
+         [row.dataset.start, ...[...row.cells].slice(1).map((cell) => cell.textContent)])",
+    );
+    serde_json::from_value(rows).unwrap()
+}
+
+/// The time labels under the long view's chart.
+fn long_view_labels(page: &mut Session) -> Vec<String> {
+    let labels = page.eval(
+        "[...document.querySelectorAll('#history text.axis[text-anchor=middle]')]\
+         .map((label) => label.textContent)",
+    );
+    serde_json::from_value(labels).unwrap()
+}
+
+/// The tooltip of the long view's bucket that starts at `start`.
+fn long_view_title(page: &mut Session, start: i64) -> String {
+    let start = Timestamp::from_millis(start).unwrap().to_rfc3339_seconds();
+    let title = page.eval(&format!(
+        "document.querySelector('#history rect[data-start=\"{start}\"] title').textContent"
+    ));
+    title.as_str().unwrap_or_default().to_owned()
+}
+
+/// Checks the long view drawn now against the samples: `count` buckets of
+/// `width`, the last one holding the daemon's time when the page asked
+/// (between `before` and now), each with exactly the oracle's values.
+/// Returns the start of the first bucket.
+fn assert_long_view(
+    page: &mut Session,
+    samples: &[OldSample],
+    before: Timestamp,
+    width: i64,
+    count: i64,
+) -> i64 {
+    let rows = long_view_rows(page);
+    let after = Timestamp::now();
+    assert_eq!(rows.len() as i64, count, "{rows:?}");
+    let last = rows.last().unwrap()[0].clone();
+    let candidates = [before, after].map(|time| time.floor(width).to_rfc3339_seconds());
+    assert!(
+        candidates.contains(&last),
+        "{last} is not one of {candidates:?}"
+    );
+    let last = Timestamp::parse_rfc3339(&last).unwrap().millis();
+    let first = last - (count - 1) * width;
+    assert_eq!(rows, expected_rows(samples, first, width, count));
+    assert_eq!(
+        page.eval("document.querySelectorAll('#history rect.bucket').length"),
+        json!(count)
+    );
+    first
+}
+
+/// The row of `rows` for the bucket starting at `start`, without its start.
+fn row_at(rows: &[Vec<String>], start: i64) -> Vec<String> {
+    let start = Timestamp::from_millis(start).unwrap().to_rfc3339_seconds();
+    rows.iter()
+        .find(|row| row[0] == start)
+        .unwrap_or_else(|| panic!("no bucket starts at {start}: {rows:?}"))[1..]
+        .to_vec()
+}
+
+#[test]
+fn the_long_views_draw_old_samples_in_exact_buckets() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    // A retention long enough that every sample is raw data, however the
+    // store keeps older history.
+    let daemon = Daemon::start_with(&[("ROCKET_RETENTION", "400d")]);
+    let now = Timestamp::now();
+    let samples = old_samples(now);
+    let batch: Vec<Value> = samples
+        .iter()
+        .map(|&(time, cpu, ram)| sample("hist-1", time, cpu, ram))
+        .collect();
+    post_batch(&daemon, &batch);
+    let url = daemon.url();
+    let hour = now.floor(HOUR_MS).millis();
+    let quarter = now.floor(6 * HOUR_MS).millis();
+    let day = now.floor(DAY_MS).millis();
+    let mut flags = HEADLESS.to_vec();
+    flags.push(WIDE_WINDOW);
+    let mut page = Session::start(&browser.binary, &flags);
+    page.set_time_zone("UTC");
+
+    // 7 days by hour, the view a page starts with.
+    page.navigate(&format!("{url}/servers/hist-1"));
+    page.wait_for(
+        "document.querySelector('#history svg[data-view=\"7d\"]')",
+        "the 7-day view",
+    );
+    let first = assert_long_view(&mut page, &samples, now, HOUR_MS, 7 * 24);
+    let rows = long_view_rows(&mut page);
+    assert_eq!(row_at(&rows, hour - 50 * HOUR_MS), ["25", "40", "3"]);
+    assert_eq!(row_at(&rows, hour - 51 * HOUR_MS), ["–", "–", "0"]);
+    assert_eq!(row_at(&rows, hour - 52 * HOUR_MS), ["80", "60", "1"]);
+    let title = long_view_title(&mut page, hour - 50 * HOUR_MS);
+    assert!(
+        title.ends_with(": CPU 25 %, RAM 40 %, 3 samples"),
+        "{title}"
+    );
+    let date = chrono::DateTime::from_timestamp_millis(hour - 50 * HOUR_MS).unwrap();
+    assert!(
+        title.starts_with(&date.format("%a, %b %-d, ").to_string()),
+        "{title}"
+    );
+    let title = long_view_title(&mut page, hour - 51 * HOUR_MS);
+    assert!(title.ends_with(": no samples"), "{title}");
+    assert_eq!(
+        page.eval(&format!(
+            "document.querySelector('#history rect[data-start=\"{}\"]').getAttribute('class')",
+            Timestamp::from_millis(hour - 51 * HOUR_MS)
+                .unwrap()
+                .to_rfc3339_seconds()
+        )),
+        json!("bucket empty")
+    );
+    // Two hours with samples, 52 and 50 hours back: a point each.
+    assert_eq!(
+        page.eval("document.querySelectorAll('#history circle.point.cpu').length"),
+        json!(2)
+    );
+    // A label under each UTC midnight in the window: `Dec 6`.
+    let midnights: Vec<String> = (0..7 * 24)
+        .map(|index| first + index * HOUR_MS)
+        .filter(|start| start % DAY_MS == 0)
+        .map(|start| {
+            let date = chrono::DateTime::from_timestamp_millis(start).unwrap();
+            date.format("%b %-d").to_string()
+        })
+        .collect();
+    assert_eq!(long_view_labels(&mut page), midnights);
+    assert_eq!(
+        page.eval("document.getElementById('history-title').textContent"),
+        json!("Last 7 days")
+    );
+    assert_eq!(page.eval("location.search"), json!(""));
+
+    // A click on "30 days": 6-hour buckets, and the view goes to the
+    // address.
+    page.eval("document.querySelector('input[name=history-view][value=\"30d\"]').click(); true");
+    page.wait_for(
+        "document.querySelector('#history svg[data-view=\"30d\"]')",
+        "the 30-day view",
+    );
+    assert_long_view(&mut page, &samples, now, 6 * HOUR_MS, 30 * 4);
+    let rows = long_view_rows(&mut page);
+    assert_eq!(row_at(&rows, quarter - 80 * 6 * HOUR_MS), ["65", "25", "2"]);
+    assert_eq!(row_at(&rows, quarter - 81 * 6 * HOUR_MS), ["–", "–", "0"]);
+    assert_eq!(page.eval("location.search"), json!("?view=30d"));
+    assert_eq!(
+        page.eval("document.querySelector('#history-table caption').textContent"),
+        json!("Last 30 days, by 6 hours")
+    );
+
+    // The address chooses the view when the page loads: the year by day.
+    page.navigate(&format!("{url}/servers/hist-1?view=1y"));
+    page.wait_for(
+        "document.querySelector('#history svg[data-view=\"1y\"]')",
+        "the 1-year view",
+    );
+    assert_eq!(
+        page.eval("document.querySelector('input[name=history-view]:checked').value"),
+        json!("1y")
+    );
+    let first = assert_long_view(&mut page, &samples, now, DAY_MS, 365);
+    let rows = long_view_rows(&mut page);
+    assert_eq!(row_at(&rows, day - 200 * DAY_MS), ["6.5", "11.5", "2"]);
+    assert_eq!(row_at(&rows, day - 300 * DAY_MS), ["99.5", "0.5", "1"]);
+    assert_eq!(row_at(&rows, day - 301 * DAY_MS), ["–", "–", "0"]);
+    let date = chrono::DateTime::from_timestamp_millis(day - 200 * DAY_MS).unwrap();
+    assert_eq!(
+        long_view_title(&mut page, day - 200 * DAY_MS),
+        format!(
+            "{}: CPU 6.5 %, RAM 11.5 %, 2 samples",
+            date.format("%a, %b %-d, %Y")
+        )
+    );
+    // A label under each first of a month, the year under January's.
+    let months: Vec<String> = (0..365)
+        .map(|index| chrono::DateTime::from_timestamp_millis(first + index * DAY_MS).unwrap())
+        .filter(|date| date.format("%d").to_string() == "01")
+        .map(|date| match date.format("%m").to_string().as_str() {
+            "01" => date.format("%Y").to_string(),
+            _ => date.format("%b").to_string(),
+        })
+        .collect();
+    assert_eq!(long_view_labels(&mut page), months);
+
+    // The views are a radio group: the left arrow key goes to 30 days.
+    page.eval("document.querySelector('input[name=history-view][value=\"1y\"]').focus(); true");
+    page.press_key("ArrowLeft", 37);
+    page.wait_for(
+        "document.querySelector('#history svg[data-view=\"30d\"]')",
+        "the 30-day view, chosen with the keyboard",
+    );
+    assert_eq!(page.eval("location.search"), json!("?view=30d"));
+
+    // A range the daemon refuses: its answer is shown in the view's card,
+    // the other view's buckets are gone, and the charts above stay.
+    page.eval(
+        "window.realFetch = window.fetch; \
+         window.fetch = (path, options) => \
+           window.realFetch(String(path).replace(/from=[^&]*/, 'from=0'), options); \
+         true",
+    );
+    page.eval("document.querySelector('input[name=history-view][value=\"1y\"]').click(); true");
+    page.wait_for(
+        "!document.getElementById('history-problem').hidden",
+        "the refusal of the range",
+    );
+    let problem = page.eval("document.getElementById('history-problem').textContent");
+    assert!(
+        problem
+            .as_str()
+            .unwrap()
+            .starts_with("The daemon answered 422: "),
+        "{problem}"
+    );
+    assert_eq!(
+        page.eval("document.querySelector('#history svg')"),
+        Value::Null
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('#history-table tbody tr').length"),
+        json!(0)
+    );
+    assert_eq!(
+        page.eval("document.getElementById('history-title').textContent"),
+        json!("Last 365 days")
+    );
+    assert_eq!(
+        page.eval("document.getElementById('problem').hidden"),
+        json!(true)
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('#hours rect.bucket').length"),
+        json!(24)
+    );
+    assert_eq!(
+        page.eval("document.getElementById('history').hidden"),
+        json!(true)
+    );
+
+    // Once the daemon answers again, the view is back and the problem gone.
+    page.eval("window.fetch = window.realFetch; true");
+    page.eval("document.querySelector('input[name=history-view][value=\"7d\"]').click(); true");
+    page.wait_for(
+        "document.querySelector('#history svg[data-view=\"7d\"]')",
+        "the 7-day view again",
+    );
+    assert_long_view(&mut page, &samples, now, HOUR_MS, 7 * 24);
+    assert_eq!(
+        page.eval("document.getElementById('history-problem').hidden"),
+        json!(true)
+    );
+    assert_eq!(
+        page.eval("document.getElementById('history').hidden"),
+        json!(false)
     );
 }

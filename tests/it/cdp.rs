@@ -139,6 +139,31 @@ impl Session {
         assert!(result.get("errorText").is_none(), "{url}: {result}");
     }
 
+    /// Makes the page see `zone` (an IANA name such as `UTC`) as the
+    /// viewer's time zone, so that local times are the same on any machine.
+    pub fn set_time_zone(&mut self, zone: &str) {
+        let page = self.page.clone();
+        self.call(
+            Some(&page),
+            "Emulation.setTimezoneOverride",
+            json!({"timezoneId": zone}),
+        );
+    }
+
+    /// Presses and releases a key without text, such as `ArrowLeft`, in
+    /// the element that has the focus. `code` is its Windows virtual key
+    /// code, which Chromium uses to act on it (37 is `ArrowLeft`).
+    pub fn press_key(&mut self, key: &str, code: u32) {
+        let page = self.page.clone();
+        for kind in ["rawKeyDown", "keyUp"] {
+            self.call(
+                Some(&page),
+                "Input.dispatchKeyEvent",
+                json!({"type": kind, "key": key, "code": key, "windowsVirtualKeyCode": code}),
+            );
+        }
+    }
+
     /// Evaluates a JavaScript expression in the page (awaiting a promise)
     /// and returns its value.
     pub fn eval(&mut self, expression: &str) -> Value {

@@ -201,6 +201,22 @@ fn a_known_server_has_a_page() {
 }
 
 #[test]
+fn a_server_page_offers_the_long_views_with_seven_days_first() {
+    let app = TestApp::new();
+    post_sample(&app, "web-1");
+    let (status, _, html) = get_page(&app, "/servers/web-1");
+    assert_eq!(status, Status::Ok);
+    let views: Vec<&str> = html
+        .split("<input type=\"radio\" name=\"history-view\" value=\"")
+        .skip(1)
+        .map(|rest| rest.split('>').next().unwrap_or_default())
+        .collect();
+    assert_eq!(views, ["7d\" checked", "30d\"", "1y\""], "{html}");
+    assert!(html.contains("<div id=\"history\" class=\"chart\"></div>"));
+    assert!(html.contains("<table id=\"history-table\" class=\"values\">"));
+}
+
+#[test]
 fn an_unknown_server_is_a_404_page() {
     let app = TestApp::new();
     post_sample(&app, "web-1");

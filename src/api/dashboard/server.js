@@ -1,5 +1,7 @@
 // One server: the last 60 minutes by minute and the last 24 hours by hour,
-// CPU and RAM on a 0-100 % axis, from /api/v1/servers/<name>/load.
+// from /api/v1/servers/<name>/load, and one long view (7 days, 30 days or a
+// year) from /api/v1/servers/<name>/load/range; CPU and RAM on a 0-100 %
+// axis. The long view in use is kept in the address (`?view=30d`).
 
 import {
   ApiFailure,
@@ -17,6 +19,7 @@ import {
 
 const MINUTE_MS = 60_000;
 const HOUR_MS = 60 * MINUTE_MS;
+const DAY_MS = 24 * HOUR_MS;
 const HEIGHT = 220;
 const MARGIN = { top: 10, right: 12, bottom: 26, left: 44 };
 /// Room for one time label under the axis, in pixels.
@@ -30,11 +33,50 @@ const hourFormat = new Intl.DateTimeFormat(undefined, {
   minute: "2-digit",
 });
 const dayFormat = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short" });
+const dateFormat = new Intl.DateTimeFormat(undefined, {
+  weekday: "short",
+  day: "numeric",
+  month: "short",
+});
+const dateYearFormat = new Intl.DateTimeFormat(undefined, {
+  weekday: "short",
+  day: "numeric",
+  month: "short",
+  year: "numeric",
+});
+const monthFormat = new Intl.DateTimeFormat(undefined, { month: "short" });
 
+/// The viewer's calendar day of `date` as a count of days, so that labels
+/// every few days stay on the same days as the window moves; counted from
+/// Monday 1969-12-29, so that weekly labels fall on Mondays.
+function localDay(date) {
+  return Math.round(Date.UTC(date.getFullYear(), date.getMonth(), date.getDate()) / DAY_MS) + 3;
+}
+
+function isMidnight(date) {
+  return date.getHours() === 0 && date.getMinutes() === 0;
+}
+
+/// A day label: `Dec 8`.
+function dayLabel(date) {
+  return dayFormat.format(date);
+}
+
+/// A month label: `Dec`, or the year for January.
+function monthLabel(date) {
+  return date.getMonth() === 0 ? String(date.getFullYear()) : monthFormat.format(date);
+}
+
+/// How each chart is drawn. A label goes under the first bucket of a
+/// `unit` (a minute, hour, day or month, numbered by `unitOf`) whose number
+/// is a multiple of the label step; `perUnit` is how many buckets make a
+/// unit, for choosing that step.
 const VIEWS = {
   minute: {
+    key: "minute",
     width: MINUTE_MS,
     steps: [5, 10, 15, 20, 30],
+    perUnit: 1,
     unitOf: (date) => date.getMinutes(),
     label: (date) => clockTime(date),
     name: (date) => clockTime(date),
@@ -42,8 +84,10 @@ const VIEWS = {
     description: "CPU and RAM, mean of each of the last 60 minutes",
   },
   hour: {
+    key: "hour",
     width: HOUR_MS,
     steps: [1, 2, 3, 4, 6, 12],
+    perUnit: 1,
     unitOf: (date) => date.getHours(),
     label: (date) => (date.getHours() === 0 ? dayFormat.format(date) : clockTime(date)),
     name: (date) => hourFormat.format(date),
@@ -52,12 +96,70 @@ const VIEWS = {
   },
 };
 
+/// The long views, read from the range API with steps of whole hours. The
+/// bucket counts keep each well under the API's 1,500 buckets and leave a
+/// bucket a few pixels wide on a laptop screen.
+const LONG_VIEWS = {
+  "7d": {
+    key: "7d",
+    title: "Last 7 days",
+    by: "by hour",
+    unit: "Hour",
+    step: "1h",
+    width: HOUR_MS,
+    count: 7 * 24,
+    steps: [1, 2, 7],
+    perUnit: 24,
+    unitOf: localDay,
+    label: dayLabel,
+    name: (date) => `${dateFormat.format(date)}, ${clockTime(date)}`,
+    radius: 1.5,
+    description: "CPU and RAM, mean of each hour of the last 7 days",
+  },
+  "30d": {
+    key: "30d",
+    title: "Last 30 days",
+    by: "by 6 hours",
+    unit: "6 hours",
+    step: "6h",
+    width: 6 * HOUR_MS,
+    count: 30 * 4,
+    steps: [1, 2, 3, 7, 14],
+    perUnit: 4,
+    unitOf: localDay,
+    label: dayLabel,
+    name: (date) => `${dateFormat.format(date)}, ${clockTime(date)}`,
+    radius: 2,
+    description: "CPU and RAM, mean of each 6 hours of the last 30 days",
+  },
+  "1y": {
+    key: "1y",
+    title: "Last 365 days",
+    by: "by day",
+    unit: "Day",
+    step: "1d",
+    width: DAY_MS,
+    count: 365,
+    steps: [1, 2, 3, 6, 12],
+    perUnit: 365 / 12,
+    unitOf: (date) => date.getFullYear() * 12 + date.getMonth(),
+    label: monthLabel,
+    // Days are UTC days: elsewhere they start at another local hour.
+    name: (date) =>
+      isMidnight(date) ? dateYearFormat.format(date) : `${dateYearFormat.format(date)}, ${clockTime(date)}`,
+    span: (start, end, name) => (isMidnight(start) ? name(start) : `${name(start)} – ${name(end)}`),
+    radius: 1.5,
+    description: "CPU and RAM, mean of each of the last 365 days",
+  },
+};
+const DEFAULT_LONG_VIEW = "7d";
+
 let lastReport = null;
 
 function bucketTitle(bucket, view) {
   const start = new Date(Date.parse(bucket.start));
   const end = new Date(start.getTime() + view.width);
-  const when = `${view.name(start)}–${clockTime(end)}`;
+  const when = view.span ? view.span(start, end, view.name) : `${view.name(start)}–${clockTime(end)}`;
   if (bucket.samples === 0) {
     return `${when}: no samples`;
   }
@@ -65,10 +167,18 @@ function bucketTitle(bucket, view) {
   return `${when}: CPU ${exact(bucket.cpu)} %, RAM ${exact(bucket.ram)} %, ${samples}`;
 }
 
-/// Every `step` units (minutes or hours) gets a label, the smallest step
-/// that leaves each label its room.
+/// Every `step` units (minutes, hours, days or months) gets a label, the
+/// smallest step that leaves each label its room.
 function labelStep(view, count, plotWidth) {
-  return view.steps.find((step) => (plotWidth * step) / count >= LABEL_ROOM) ?? view.steps.at(-1);
+  return (
+    view.steps.find((step) => (plotWidth * step * view.perUnit) / count >= LABEL_ROOM) ??
+    view.steps.at(-1)
+  );
+}
+
+/// Whether the bucket starting at `start` is the first of its unit.
+function startsUnit(view, start) {
+  return view.unitOf(start) !== view.unitOf(new Date(start.getTime() - view.width));
 }
 
 function drawChart(container, buckets, view) {
@@ -90,6 +200,7 @@ function drawChart(container, buckets, view) {
       role: "img",
       "aria-label": view.description,
       "data-buckets": count,
+      "data-view": view.key,
     },
     svg("title", {}, view.description),
   );
@@ -118,7 +229,7 @@ function drawChart(container, buckets, view) {
         svg("title", {}, bucketTitle(bucket, view)),
       ),
     );
-    if (view.unitOf(start) % every === 0) {
+    if (startsUnit(view, start) && view.unitOf(start) % every === 0) {
       const bottom = MARGIN.top + plotHeight;
       chart.append(
         svg("line", { class: "tick", x1: x(index), x2: x(index), y1: bottom, y2: bottom + 4 }),
@@ -179,16 +290,91 @@ function showMissing() {
   showProblem(`No server named “${serverName}” has reported (or it has been deleted).`);
 }
 
-async function load() {
+/// The long view chosen with the buttons, kept in the address so that it
+/// survives a reload and can be bookmarked.
+let longView = readLongView();
+/// The long view drawn now, and its buckets.
+let drawnLong = null;
+/// Counts long-view requests, so that an answer that comes after another
+/// view was chosen is dropped.
+let longRequests = 0;
+
+function readLongView() {
+  const view = new URLSearchParams(location.search).get("view");
+  return view !== null && Object.hasOwn(LONG_VIEWS, view) ? LONG_VIEWS[view] : LONG_VIEWS[DEFAULT_LONG_VIEW];
+}
+
+function writeLongView() {
+  const query = new URLSearchParams(location.search);
+  if (longView.key === DEFAULT_LONG_VIEW) {
+    query.delete("view");
+  } else {
+    query.set("view", longView.key);
+  }
+  const search = query.toString();
+  history.replaceState(null, "", search ? `?${search}` : location.pathname);
+}
+
+function showLongProblem(message) {
+  const problem = document.getElementById("history-problem");
+  problem.textContent = message ?? "";
+  problem.hidden = message === null;
+}
+
+function renderLong(view, buckets) {
+  document.getElementById("history-title").textContent = view.title;
+  document.getElementById("history-step").textContent = view.by;
+  document.getElementById("history-unit").textContent = view.unit;
+  const table = document.getElementById("history-table");
+  table.caption.textContent = `${view.title}, ${view.by}`;
+  const chart = document.getElementById("history");
+  chart.hidden = buckets === null;
+  if (buckets === null) {
+    chart.replaceChildren();
+    table.tBodies[0].replaceChildren();
+    return;
+  }
+  drawChart(chart, buckets, view);
+  fillTable(table, buckets, view);
+}
+
+/// Reads the chosen long view's buckets, the last one holding `at` (the
+/// daemon's time of the last `/load` answer, as it wrote it), and draws
+/// them. A failure is shown in the view's card; the charts above stay as
+/// they are.
+async function loadLong(at) {
+  const view = longView;
+  const request = ++longRequests;
+  const last = Math.floor(Date.parse(at) / view.width) * view.width;
+  const from = last - (view.count - 1) * view.width;
+  const path =
+    `/api/v1/servers/${encodeURIComponent(serverName)}/load/range` +
+    `?from=${from / 1000}&to=${encodeURIComponent(at)}&step=${view.step}`;
   try {
-    const report = await getJson(`/api/v1/servers/${encodeURIComponent(serverName)}/load`);
-    lastReport = report;
-    document.getElementById("charts").hidden = false;
-    document.getElementById("latest").hidden = false;
-    main.classList.remove("missing");
-    showProblem(null);
-    render(report);
-    return true;
+    const range = await getJson(path);
+    if (request !== longRequests) {
+      return;
+    }
+    drawnLong = { view, buckets: range.buckets };
+    showLongProblem(null);
+    renderLong(view, range.buckets);
+  } catch (error) {
+    if (request !== longRequests) {
+      return;
+    }
+    // Another view's buckets must not stand under this view's title.
+    if (drawnLong?.view !== view) {
+      drawnLong = null;
+      renderLong(view, null);
+    }
+    showLongProblem(describeFailure(error));
+  }
+}
+
+async function load() {
+  let report;
+  try {
+    report = await getJson(`/api/v1/servers/${encodeURIComponent(serverName)}/load`);
   } catch (error) {
     if (error instanceof ApiFailure && error.status === 404) {
       showMissing();
@@ -197,6 +383,28 @@ async function load() {
     }
     return false;
   }
+  lastReport = report;
+  document.getElementById("charts").hidden = false;
+  document.getElementById("latest").hidden = false;
+  main.classList.remove("missing");
+  showProblem(null);
+  render(report);
+  await loadLong(report.at);
+  return true;
+}
+
+for (const input of document.querySelectorAll('input[name="history-view"]')) {
+  input.checked = input.value === longView.key;
+  input.addEventListener("change", () => {
+    if (!input.checked || !Object.hasOwn(LONG_VIEWS, input.value)) {
+      return;
+    }
+    longView = LONG_VIEWS[input.value];
+    writeLongView();
+    if (lastReport) {
+      loadLong(lastReport.at);
+    }
+  });
 }
 
 let resizeQueued = false;
@@ -207,6 +415,9 @@ window.addEventListener("resize", () => {
       resizeQueued = false;
       drawChart(document.getElementById("minutes"), lastReport.by_minute, VIEWS.minute);
       drawChart(document.getElementById("hours"), lastReport.by_hour, VIEWS.hour);
+      if (drawnLong) {
+        drawChart(document.getElementById("history"), drawnLong.buckets, drawnLong.view);
+      }
     });
   }
 });
