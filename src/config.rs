@@ -547,7 +547,7 @@ pub fn format_size(bytes: u64) -> String {
         ("KB", 1 << 10),
     ]
     .into_iter()
-    .find(|(_, scale)| bytes % scale == 0)
+    .find(|(_, scale)| bytes.is_multiple_of(*scale))
     .unwrap_or(("B", 1));
     format!("{}{unit}", bytes / scale)
 }

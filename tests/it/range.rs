@@ -254,19 +254,15 @@ fn a_second_sample_gives_a_one_sample_rollup_row_its_extremes() {
         count(&app.db_path, "SELECT count(*) FROM minute_rollups"),
         0
     );
-    for (table, key, start) in [("hour_rollups", "hour", minute.floor(HOUR_MS).millis())] {
-        let row: (i64, f64, f64, f64, f64) = conn
-            .query_row(
-                &format!(
-                    "SELECT samples, cpu_min, cpu_max, ram_min, ram_max FROM {table}
-                     WHERE {key} = ?1"
-                ),
-                [start],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .unwrap();
-        assert_eq!(row, (2, 10.5, 30.75, 20.0, 50.25), "{table}");
-    }
+    let row: (i64, f64, f64, f64, f64) = conn
+        .query_row(
+            "SELECT samples, cpu_min, cpu_max, ram_min, ram_max FROM hour_rollups
+             WHERE hour = ?1",
+            [minute.floor(HOUR_MS).millis()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
+    assert_eq!(row, (2, 10.5, 30.75, 20.0, 50.25));
     let (status, body) = range(&app, "web-1", minute, at(minute, MINUTE_MS - 1), "1m");
     assert_eq!(status, Status::Ok);
     assert_eq!(
