@@ -320,10 +320,7 @@ impl Settings {
                 "retention",
                 humantime::format_duration(self.retention).to_string(),
             ),
-            (
-                "history_retention",
-                humantime::format_duration(self.history_retention).to_string(),
-            ),
+            ("history_retention", format_days(self.history_retention)),
             (
                 "retention_size",
                 self.retention_size
@@ -493,6 +490,20 @@ fn duration_from_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Dura
     })
 }
 
+/// A duration of whole days as days (`400days`, which humantime would
+/// write in years and months of average length), any other as humantime
+/// writes it; both read back the same.
+pub fn format_days(duration: Duration) -> String {
+    const DAY: u64 = 24 * 3600;
+    let seconds = duration.as_secs();
+    match seconds / DAY {
+        days if days > 1 && seconds % DAY == 0 && duration.subsec_nanos() == 0 => {
+            format!("{days}days")
+        }
+        _ => humantime::format_duration(duration).to_string(),
+    }
+}
+
 /// Units of `retention_size`, as Prometheus's `--storage.tsdb.retention.size`
 /// reads them: powers of 1024, with or without the `i`.
 const SIZE_UNITS: &[(&str, u64)] = &[
@@ -584,6 +595,12 @@ mod tests {
         assert_eq!(format_size(512 << 20), "512MB");
         assert_eq!(format_size(10 << 30), "10GB");
         assert_eq!(format_size(1000), "1000B");
+        let days = |days: u64| Duration::from_secs(days * 24 * 3600);
+        assert_eq!(format_days(days(400)), "400days");
+        assert_eq!(format_days(days(7)), "7days");
+        assert_eq!(format_days(days(1)), "1day");
+        assert_eq!(format_days(Duration::from_secs(36 * 3600)), "1day 12h");
+        assert_eq!(humantime::parse_duration("400days").ok(), Some(days(400)));
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub fn build_with_clock(figment: Figment, clock: Clock) -> Result<Rocket<Build>,
         settings.synchronous,
         humantime::format_duration(settings.retention),
         humantime::format_duration(settings.retention_interval),
-        humantime::format_duration(settings.history_retention),
+        config::format_days(settings.history_retention),
         settings
             .retention_size
             .map_or_else(|| "none".to_owned(), config::format_size),

@@ -97,6 +97,8 @@ fn check_config_prints_the_settings_in_force_without_secrets() {
     assert_eq!(setting(&printed, "shutdown.grace"), "7s");
     assert_eq!(setting(&printed, "shutdown.mercy"), "3s");
     assert_eq!(setting(&printed, "retention"), "7days");
+    assert_eq!(setting(&printed, "history_retention"), "400days");
+    assert_eq!(setting(&printed, "retention_size"), "no limit");
     assert_eq!(setting(&printed, "ingest_token"), "set");
     assert_eq!(setting(&printed, "read_token"), "not set");
     assert!(!printed.contains(token), "{printed}");
@@ -109,7 +111,7 @@ fn check_config_reads_the_file_rocket_config_names_and_the_profile() {
     let file = dir.path().join("sperform.toml");
     std::fs::write(
         &file,
-        "[default]\nport = 7001\nretention = \"36h\"\n\
+        "[default]\nport = 7001\nretention = \"36h\"\nretention_size = \"512MB\"\n\
          [release]\nport = 7002\nlog_level = \"critical\"\n\
          [debug]\nport = 7003\n",
     )
@@ -125,6 +127,7 @@ fn check_config_reads_the_file_rocket_config_names_and_the_profile() {
         assert_eq!(setting(&printed, "profile"), profile);
         assert_eq!(setting(&printed, "port"), port);
         assert_eq!(setting(&printed, "retention"), "1day 12h");
+        assert_eq!(setting(&printed, "retention_size"), "512MB");
     }
 }
 
@@ -133,6 +136,8 @@ fn check_config_fails_naming_the_bad_key() {
     for (key, value, expected) in [
         ("ROCKET_RETENTION", "soon", "RETENTION"),
         ("ROCKET_READ_POOL_SIZE", "0", "`read_pool_size`"),
+        ("ROCKET_RETENTION_SIZE", "lots", "RETENTION_SIZE"),
+        ("ROCKET_HISTORY_RETENTION", "2d", "`history_retention`"),
         ("ROCKET_READ_TOKEN", "short", "`read_token`"),
         ("ROCKET_PORT", "http", "PORT"),
         ("ROCKET_SHUTDOWN", "{grace=\"long\"}", "SHUTDOWN.GRACE"),
