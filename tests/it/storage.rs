@@ -700,3 +700,466 @@ fn requests_wait_on_a_few_hundred_servers_sealed_at_a_time() {
     );
     assert_eq!(load("early")["by_minute"][58]["cpu"], 3.0);
 }
+
+/// A sample of the schema-5 database in the migration test: server, time
+/// (Unix ms), seq, cpu, ram.
+type Known = (&'static str, i64, i64, f64, f64);
+
+/// Count, sums and extremes of `server`'s known samples in `[start, start +
+/// width)` at or before `end`, as `(count, cpu_sum, ram_sum, [cpu_min,
+/// cpu_max, ram_min, ram_max])`.
+fn oracle_bucket(
+    known: &[Known],
+    server: &str,
+    start: i64,
+    width: i64,
+    end: i64,
+) -> (i64, f64, f64, [f64; 4]) {
+    let mut bucket = (0, 0.0, 0.0, [f64::MAX, f64::MIN, f64::MAX, f64::MIN]);
+    for &(name, time, _, cpu, ram) in known {
+        if name == server && time >= start && time < start + width && time <= end {
+            bucket.0 += 1;
+            bucket.1 += cpu;
+            bucket.2 += ram;
+            bucket.3 = [
+                bucket.3[0].min(cpu),
+                bucket.3[1].max(cpu),
+                bucket.3[2].min(ram),
+                bucket.3[3].max(ram),
+            ];
+        }
+    }
+    bucket
+}
+
+/// Means agree up to the order of float additions.
+fn assert_mean(got: f64, want: f64, what: &str) {
+    assert!(
+        (got - want).abs() <= 1e-12 * want.abs(),
+        "{what}: mean {got} vs {want}"
+    );
+}
+
+/// Checks buckets of `width` that start at `first`, one after another, each
+/// against the oracle; returns the samples they count.
+fn assert_buckets_match(
+    buckets: &serde_json::Value,
+    known: &[Known],
+    server: &str,
+    first: i64,
+    width: i64,
+    end: i64,
+) -> i64 {
+    let buckets = buckets.as_array().expect("an array of buckets");
+    let mut counted = 0;
+    for (index, got) in buckets.iter().enumerate() {
+        let start = first + index as i64 * width;
+        let what = format!("{server}, bucket {start} of width {width}, end {end}: {got}");
+        assert_eq!(
+            got["start"].as_str(),
+            Some(
+                Timestamp::from_millis(start)
+                    .unwrap()
+                    .to_rfc3339_seconds()
+                    .as_str()
+            ),
+            "{what}"
+        );
+        let (samples, cpu_sum, ram_sum, extremes) = oracle_bucket(known, server, start, width, end);
+        assert_eq!(got["samples"].as_i64(), Some(samples), "{what}");
+        counted += samples;
+        let fields = ["cpu_min", "cpu_max", "ram_min", "ram_max"];
+        if samples == 0 {
+            for field in ["cpu", "ram"].iter().chain(&fields) {
+                assert!(got[field].is_null(), "{what}");
+            }
+            continue;
+        }
+        for (field, want) in fields.iter().zip(extremes) {
+            assert_eq!(got[field].as_f64(), Some(want), "{what}: {field}");
+        }
+        assert_mean(
+            got["cpu"].as_f64().unwrap(),
+            cpu_sum / samples as f64,
+            &what,
+        );
+        assert_mean(
+            got["ram"].as_f64().unwrap(),
+            ram_sum / samples as f64,
+            &what,
+        );
+    }
+    counted
+}
+
+/// The /load and /range answers of every server at `at` equal the oracle's.
+async fn assert_answers_match(
+    client: &AsyncClient,
+    known: &[Known],
+    servers: &[&str],
+    at: Timestamp,
+) {
+    let end = at.millis();
+    let get = |uri: String| async move {
+        let response = client.get(uri.clone()).dispatch().await;
+        assert_eq!(response.status(), Status::Ok, "{uri}");
+        response.into_json::<serde_json::Value>().await.unwrap()
+    };
+    for &server in servers {
+        let load = get(format!(
+            "/api/v1/servers/{server}/load?at={}",
+            at.to_rfc3339()
+        ))
+        .await;
+        assert_eq!(load["by_minute"].as_array().map(Vec::len), Some(60));
+        assert_eq!(load["by_hour"].as_array().map(Vec::len), Some(24));
+        let minute = at.floor(MINUTE_MS).millis();
+        assert_buckets_match(
+            &load["by_minute"],
+            known,
+            server,
+            minute - 59 * MINUTE_MS,
+            MINUTE_MS,
+            end,
+        );
+        let hour = at.floor(HOUR_MS).millis();
+        let in_day = assert_buckets_match(
+            &load["by_hour"],
+            known,
+            server,
+            hour - 23 * HOUR_MS,
+            HOUR_MS,
+            end,
+        );
+        // Every known sample lies in the last 24 hours of the oracle's times.
+        let all = known
+            .iter()
+            .filter(|sample| sample.0 == server && sample.1 <= end)
+            .count();
+        assert_eq!(in_day, all as i64, "{server} at {at}");
+        let day_ms = 24 * HOUR_MS;
+        for (step, width, from) in [
+            ("1m", MINUTE_MS, at.millis() - 7 * HOUR_MS - 30_000),
+            ("1h", HOUR_MS, at.millis() - 9 * HOUR_MS - 30_000),
+            ("1d", day_ms, at.millis() - 2 * day_ms),
+        ] {
+            let from = Timestamp::from_millis(from).unwrap();
+            let range = get(format!(
+                "/api/v1/servers/{server}/load/range?from={}&to={}&step={step}",
+                from.to_rfc3339(),
+                at.to_rfc3339()
+            ))
+            .await;
+            let first = from.floor(width).millis();
+            let buckets = &range["buckets"];
+            assert_eq!(
+                buckets.as_array().map(Vec::len),
+                Some(((at.floor(width).millis() - first) / width + 1) as usize),
+                "{server} {step}"
+            );
+            let counted = assert_buckets_match(buckets, known, server, first, width, end);
+            assert_eq!(counted, all as i64, "{server} {step} at {at}");
+        }
+    }
+}
+
+/// Every row of `history_view`, by server and hour.
+type ViewRow = (String, String, i64, f64, f64, f64, f64, f64, f64, i64);
+
+/// `history_view` holds, for each server, an hour row of exactly its known
+/// samples below its seal, all with raw samples kept.
+fn assert_history_view_matches(db_path: &std::path::Path, known: &[Known]) {
+    let mut conn = rusqlite::Connection::open(db_path).unwrap();
+    // The seals and the view from one snapshot.
+    let tx = conn.transaction().unwrap();
+    let seals: std::collections::HashMap<String, i64> = tx
+        .prepare(&format!("SELECT name, {SEAL} FROM servers"))
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let rows: Vec<ViewRow> = tx
+        .prepare("SELECT * FROM history_view ORDER BY server, hour")
+        .unwrap()
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    drop(tx);
+    let mut hours: Vec<(&str, i64)> = known
+        .iter()
+        .filter(|sample| sample.1 < seals[sample.0])
+        .map(|sample| (sample.0, sample.1 - sample.1 % HOUR_MS))
+        .collect();
+    hours.sort_unstable();
+    hours.dedup();
+    assert_eq!(rows.len(), hours.len(), "{rows:?}");
+    for (row, (server, hour)) in rows.iter().zip(hours) {
+        let (samples, cpu_sum, ram_sum, [cpu_min, cpu_max, ram_min, ram_max]) =
+            oracle_bucket(known, server, hour, HOUR_MS, seals[server] - 1);
+        let hour_text = Timestamp::from_millis(hour).unwrap().to_rfc3339_seconds();
+        assert_eq!(
+            (
+                row.0.as_str(),
+                row.1.as_str(),
+                row.2,
+                row.4,
+                row.5,
+                row.7,
+                row.8,
+                row.9
+            ),
+            (
+                server,
+                hour_text.as_str(),
+                samples,
+                cpu_min,
+                cpu_max,
+                ram_min,
+                ram_max,
+                1
+            ),
+            "{row:?}"
+        );
+        assert_mean(row.3, cpu_sum / samples as f64, &format!("{row:?}"));
+        assert_mean(row.6, ram_sum / samples as f64, &format!("{row:?}"));
+    }
+}
+
+#[rocket::async_test]
+async fn a_version_5_database_keeps_every_sample_and_answer_through_the_history_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("sperform.db");
+    let h0 = Timestamp::parse_rfc3339("2026-11-27T12:00:00Z")
+        .unwrap()
+        .millis();
+    // The seal that every server had reached, and web-2's, one minute
+    // later: schema 5 was halfway through a seal walk.
+    let floor = h0 + 5 * HOUR_MS + 29 * MINUTE_MS;
+    let seal_of = |server: &str| {
+        if server == "web-2" {
+            floor + MINUTE_MS
+        } else {
+            floor
+        }
+    };
+    let mut known: Vec<Known> = Vec::new();
+    // dense-1: a dense hour of 401 samples, one of them alone in its
+    // minute, then a sparse hour and a sample above the seal.
+    for i in 0..400_i64 {
+        let cpu = ((i * 37) % 1000) as f64 / 10.0;
+        let ram = 20.0 + ((i * 13) % 600) as f64 / 10.0;
+        known.push(("dense-1", h0 + HOUR_MS + i * 7_500, 0, cpu, ram));
+    }
+    known.push((
+        "dense-1",
+        h0 + HOUR_MS + 55 * MINUTE_MS + 1_000,
+        0,
+        99.5,
+        0.5,
+    ));
+    known.push(("dense-1", h0 + 3 * HOUR_MS + 10, 0, 3.25, 60.0));
+    known.push(("dense-1", h0 + 3 * HOUR_MS + 20 * MINUTE_MS, 0, 4.75, 61.5));
+    known.push(("dense-1", floor + 20_000, 0, 55.0, 45.0));
+    // db-1: an hour of exactly 360 samples, which is not dense.
+    for i in 0..360_i64 {
+        let cpu = ((i * 53) % 997) as f64 / 10.0;
+        known.push((
+            "db-1",
+            h0 + 2 * HOUR_MS + i * 10_000,
+            0,
+            cpu,
+            88.0 - (i % 9) as f64,
+        ));
+    }
+    known.push(("db-1", floor - 1, 0, 71.25, 88.0));
+    // web-1: sparse hours, a lone sample, two samples in one millisecond,
+    // samples just below, at and above the seal, one ahead of the clock.
+    for (time, seq, cpu, ram) in [
+        (h0 + 10 * MINUTE_MS, 0, 12.5, 40.0),
+        (h0 + 2 * HOUR_MS + 5_000, 0, 20.25, 41.5),
+        (h0 + 2 * HOUR_MS + 50_000, 0, 30.5, 42.0),
+        (h0 + 2 * HOUR_MS + 30 * MINUTE_MS, 0, 7.75, 43.25),
+        (h0 + 4 * HOUR_MS, 0, 1.0, 10.0),
+        (h0 + 4 * HOUR_MS + 17_000, 0, 2.0, 20.0),
+        (h0 + 4 * HOUR_MS + 17_000, 1, 3.0, 30.0),
+        (h0 + 4 * HOUR_MS + 34_000, 0, 4.0, 40.0),
+        (h0 + 4 * HOUR_MS + 51_000, 0, 5.0, 50.0),
+        (h0 + 5 * HOUR_MS + MINUTE_MS, 0, 66.5, 33.5),
+        (floor - 1, 0, 0.0, 100.0),
+        (floor, 0, 100.0, 0.0),
+        (floor + 10_000, 0, 25.0, 75.0),
+        (floor + 45_000, 0, 35.0, 65.0),
+    ] {
+        known.push(("web-1", time, seq, cpu, ram));
+    }
+    // web-2: sealed a minute further, a sample above its seal.
+    for (time, cpu, ram) in [
+        (h0 + 4 * HOUR_MS + 30 * MINUTE_MS, 9.5, 19.5),
+        (floor + 5_000, 11.0, 21.0),
+        (floor + 40_000, 13.0, 23.0),
+        (floor + 65_000, 15.0, 25.0),
+    ] {
+        known.push(("web-2", time, 0, cpu, ram));
+    }
+    let servers = ["db-1", "dense-1", "web-1", "web-2"];
+    {
+        let conn = rusqlite::Connection::open(&db_path).unwrap();
+        for (_, sql) in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        for (id, name) in (1_i64..).zip(servers) {
+            conn.execute(
+                "INSERT INTO servers (id, name, sealed_until) VALUES (?1, ?2, ?3)",
+                rusqlite::params![id, name, seal_of(name)],
+            )
+            .unwrap();
+        }
+        for &(name, time, seq, cpu, ram) in &known {
+            conn.execute(
+                "INSERT INTO samples (server_id, time, seq, cpu, ram)
+                 SELECT id, ?2, ?3, ?4, ?5 FROM servers WHERE name = ?1",
+                rusqlite::params![name, time, seq, cpu, ram],
+            )
+            .unwrap();
+        }
+        // The rollups as schema 5 keeps them: every minute and hour of the
+        // samples below the server's seal, extremes NULL in one-sample rows.
+        for (table, key, width) in [
+            ("minute_rollups", "minute", MINUTE_MS),
+            ("hour_rollups", "hour", HOUR_MS),
+        ] {
+            conn.execute_batch(&format!(
+                "INSERT INTO {table}
+                     (server_id, {key}, samples, cpu_sum, ram_sum, cpu_min, cpu_max, ram_min, ram_max)
+                 SELECT server_id, time - time % {width}, count(*), total(cpu), total(ram),
+                        CASE WHEN count(*) > 1 THEN min(cpu) END,
+                        CASE WHEN count(*) > 1 THEN max(cpu) END,
+                        CASE WHEN count(*) > 1 THEN min(ram) END,
+                        CASE WHEN count(*) > 1 THEN max(ram) END
+                 FROM samples JOIN servers ON servers.id = samples.server_id
+                 WHERE time < servers.sealed_until
+                 GROUP BY server_id, time / {width}"
+            ))
+            .unwrap();
+        }
+        assert_eq!(
+            count(
+                &db_path,
+                "SELECT count(*) FROM hour_rollups WHERE samples = 1 AND cpu_min IS NULL"
+            ),
+            3
+        );
+    }
+
+    // The clock stands in the floor's minute, so nothing is due to be
+    // sealed and the migrated seals stay as they are until the test seals.
+    let clock = ManualClock::new(Timestamp::from_millis(floor + 30_000).unwrap());
+    let client = async_client_on(&db_path, &clock).await;
+    assert_eq!(MIGRATIONS[5].0, "0006_history");
+    assert_eq!(
+        count(&db_path, "PRAGMA user_version"),
+        MIGRATIONS.len() as i64
+    );
+    let stored: Vec<(String, i64, i64, f64, f64)> = {
+        let conn = rusqlite::Connection::open(&db_path).unwrap();
+        let mut statement = conn
+            .prepare(
+                "SELECT name, time, seq, cpu, ram FROM samples
+                 JOIN servers ON servers.id = samples.server_id ORDER BY name, time, seq",
+            )
+            .unwrap();
+        statement
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let mut want: Vec<(String, i64, i64, f64, f64)> = known
+        .iter()
+        .map(|&(name, time, seq, cpu, ram)| (name.to_owned(), time, seq, cpu, ram))
+        .collect();
+    want.sort_by(|a, b| (&a.0, a.1, a.2).cmp(&(&b.0, b.1, b.2)));
+    assert_eq!(stored, want);
+    assert_eq!(
+        count(&db_path, "SELECT sealed_until FROM seal_floor WHERE id = 1"),
+        floor
+    );
+    assert_eq!(count(&db_path, "SELECT count(*) FROM seal_floor"), 1);
+    assert_eq!(
+        crate::support::seals(&db_path),
+        servers
+            .map(|name| (name.to_owned(), seal_of(name)))
+            .to_vec()
+    );
+    // Minute rows remain for the dense hour only: its 51 minutes.
+    let minute_rows = "SELECT count(*) FROM minute_rollups JOIN servers ON servers.id = server_id";
+    assert_eq!(
+        count(
+            &db_path,
+            &format!(
+                "{minute_rows} WHERE name = 'dense-1' AND minute / 3600000 = {}",
+                (h0 + HOUR_MS) / HOUR_MS
+            )
+        ),
+        51
+    );
+    assert_eq!(count(&db_path, minute_rows), 51);
+    assert_eq!(count(&db_path, "SELECT count(*) FROM hour_history"), 0);
+    assert_rollups_match_samples(&db_path);
+    assert_history_view_matches(&db_path, &known);
+    for moment in [floor + 30_000, floor + 2 * MINUTE_MS] {
+        let moment = Timestamp::from_millis(moment).unwrap();
+        assert_answers_match(&client, &known, &servers, moment).await;
+    }
+    let listed: serde_json::Value = client
+        .get("/api/v1/servers")
+        .dispatch()
+        .await
+        .into_json()
+        .await
+        .unwrap();
+    for (entry, name) in listed.as_array().unwrap().iter().zip(servers) {
+        let times: Vec<i64> = known.iter().filter(|s| s.0 == name).map(|s| s.1).collect();
+        let seen =
+            |time: Option<&i64>| Timestamp::from_millis(*time.unwrap()).unwrap().to_rfc3339();
+        assert_eq!(
+            entry,
+            &json!({"name": name, "samples": times.len(),
+                    "first_seen": seen(times.iter().min()), "last_seen": seen(times.iter().max())})
+        );
+    }
+
+    // Sealing on, past every sample, changes no answer.
+    clock.set(Timestamp::from_millis(floor + 3 * MINUTE_MS + 30_000).unwrap());
+    let store = client.rocket().state::<Store>().unwrap().clone();
+    store.seal(clock.now()).await.unwrap();
+    assert_eq!(
+        count(&db_path, "SELECT sealed_until FROM seal_floor WHERE id = 1"),
+        floor + 3 * MINUTE_MS
+    );
+    assert_rollups_match_samples(&db_path);
+    assert_eq!(count(&db_path, minute_rows), 51);
+    assert_history_view_matches(&db_path, &known);
+    for moment in [floor + 30_000, floor + 3 * MINUTE_MS + 30_000] {
+        let moment = Timestamp::from_millis(moment).unwrap();
+        assert_answers_match(&client, &known, &servers, moment).await;
+    }
+}
