@@ -346,7 +346,8 @@ impl Store {
         self.inner.writer.close();
     }
 
-    /// Runs a whole retention pass as if the clock said `now`: moves the
+    /// Runs a whole retention pass as if the clock said `now`, without
+    /// pausing between batches: moves the
     /// raw samples older than the retention period to the history (in
     /// whole hours, batch by batch), deletes the history older than the
     /// history retention, then, with `retention_size` set, the oldest data
@@ -362,15 +363,18 @@ impl Store {
             let retain_batch = |cutoffs| writer.retain_batch_blocking(cutoffs);
             let stop = background::Stop::default();
             let mut report = RetentionReport::default();
-            retention::run_pass(&retain_batch, cutoffs, &stop, &mut report)?;
+            retention::run_pass(&retain_batch, cutoffs, &stop, &mut report, false)?;
             if let Some(limit) = policy.retention_size {
                 let conn = rusqlite::Connection::open(&path)?;
                 let over_size = retention::shrink(
                     &conn,
                     &retain_batch,
                     cutoffs,
-                    now,
-                    limit,
+                    retention::Shrink {
+                        now,
+                        limit,
+                        paced: false,
+                    },
                     &stop,
                     &mut report,
                 )?;

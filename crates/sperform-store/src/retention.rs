@@ -299,10 +299,15 @@ pub fn spawn(
             let now = clock.now();
             let cutoffs = Cutoffs::by_age(now, policy.retention_ms, policy.history_retention_ms);
             let passed =
-                run_pass(&retain_batch, cutoffs, stop, &mut report).and_then(|done| {
+                run_pass(&retain_batch, cutoffs, stop, &mut report, true).and_then(|done| {
                     match (done, policy.retention_size) {
                         (true, Some(limit)) => {
-                            shrink(&conn, &retain_batch, cutoffs, now, limit, stop, &mut report)
+                            let shrinking = Shrink {
+                                now,
+                                limit,
+                                paced: true,
+                            };
+                            shrink(&conn, &retain_batch, cutoffs, shrinking, stop, &mut report)
                         }
                         (true, None) => Ok(Some(false)),
                         (false, _) => Ok(None),
@@ -344,6 +349,15 @@ pub fn spawn(
     })
 }
 
+/// How size-based retention runs: as of `now`, down to `limit` bytes in
+/// use, its passes paced or not (see `run_pass`).
+#[derive(Debug, Clone, Copy)]
+pub struct Shrink {
+    pub now: Timestamp,
+    pub limit: u64,
+    pub paced: bool,
+}
+
 /// Size-based retention: while the pages in use pass `limit`, moves the
 /// cutoffs one hour at a time over the oldest data (raw hours first, then
 /// history) and runs a pass. `Some(true)` if it could not get under the
@@ -352,8 +366,7 @@ pub fn shrink(
     conn: &Connection,
     retain_batch: &impl Fn(Cutoffs) -> Result<RetentionBatch, StoreError>,
     by_age: Cutoffs,
-    now: Timestamp,
-    limit: u64,
+    Shrink { now, limit, paced }: Shrink,
     stop: &Stop,
     report: &mut RetentionReport,
 ) -> Result<Option<bool>, StoreError> {
@@ -389,27 +402,39 @@ pub fn shrink(
             // Nothing older can go now (the seal is behind): next pass.
             return Ok(Some(true));
         }
-        if !run_pass(retain_batch, cutoffs, stop, report)? {
+        if !run_pass(retain_batch, cutoffs, stop, report, paced)? {
             return Ok(None);
         }
     }
     Ok(Some(false))
 }
 
-/// One pass, batch by batch; `Ok(false)` if told to stop midway.
+/// One pass, batch by batch; `Ok(false)` if told to stop midway. When
+/// `paced`, it waits as long as each batch took before asking for the next,
+/// so that ingest gets the writer at least half the time while a large
+/// expiry (an hour of every server, all due at once) is deleted; deletion
+/// still runs many times faster than samples arrive (benches/README.md,
+/// "Retention keeps up").
 pub fn run_pass(
     retain_batch: &impl Fn(Cutoffs) -> Result<RetentionBatch, StoreError>,
     cutoffs: Cutoffs,
     stop: &Stop,
     report: &mut RetentionReport,
+    paced: bool,
 ) -> Result<bool, StoreError> {
     loop {
+        let started = Instant::now();
         let batch = retain_batch(cutoffs)?;
         report.add(&batch);
         if !batch.more {
             return Ok(true);
         }
-        if stop.wait(Duration::ZERO) {
+        let pause = if paced {
+            started.elapsed()
+        } else {
+            Duration::ZERO
+        };
+        if stop.wait(pause) {
             return Ok(false);
         }
     }
