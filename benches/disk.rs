@@ -209,7 +209,17 @@ struct FileReport {
     minute_rows: u64,
     history_rows: u64,
     history_samples: u64,
-    tables: Vec<(String, u64)>,
+    tables: Vec<TableBytes>,
+}
+
+/// One table or index, as `dbstat` counts it.
+struct TableBytes {
+    name: String,
+    bytes: u64,
+    /// Bytes of row data, without the cells' and pages' own headers.
+    payload: u64,
+    /// Bytes of its pages that hold nothing.
+    unused: u64,
 }
 
 /// Sizes after a `TRUNCATE` checkpoint, rows, and bytes per table and
@@ -223,9 +233,9 @@ fn measure_file(path: &Path) -> BenchResult<FileReport> {
         let value: i64 = conn.query_row(sql, [], |row| row.get(0))?;
         Ok(value.unsigned_abs())
     };
-    let has_history = count(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'hour_history'",
-    )? > 0;
+    let has_history =
+        count("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'hour_history'")?
+            > 0;
     let (history_rows, history_samples) = if has_history {
         (
             count("SELECT count(*) FROM hour_history")?,
@@ -235,14 +245,17 @@ fn measure_file(path: &Path) -> BenchResult<FileReport> {
         (0, 0)
     };
     let mut statement = conn.prepare(
-        "SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY sum(pgsize) DESC, name",
+        "SELECT name, sum(pgsize), sum(payload), sum(unused) FROM dbstat
+         GROUP BY name ORDER BY sum(pgsize) DESC, name",
     )?;
     let tables = statement
         .query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, i64>(1)?.unsigned_abs(),
-            ))
+            Ok(TableBytes {
+                name: row.get(0)?,
+                bytes: row.get::<_, i64>(1)?.unsigned_abs(),
+                payload: row.get::<_, i64>(2)?.unsigned_abs(),
+                unused: row.get::<_, i64>(3)?.unsigned_abs(),
+            })
         })?
         .collect::<Result<_, _>>()?;
     Ok(FileReport {
@@ -298,17 +311,26 @@ fn print_report(case: &Case, inserted: u64, took: f64, report: &FileReport) {
         report.used_bytes,
         per_sample(report.used_bytes)
     );
-    for (name, bytes) in &report.tables {
+    println!(
+        "    {:<28} {:>12} {:>7} {:>8} {:>7}",
+        "table or index", "bytes", "B/raw", "payload", "unused"
+    );
+    for table in &report.tables {
+        let share = |part: u64| 100.0 * part as f64 / table.bytes.max(1) as f64;
         println!(
-            "    {name:<28} {bytes:>12} bytes {:>6.1} B/raw sample",
-            per_sample(*bytes)
+            "    {:<28} {:>12} {:>7.1} {:>7.0}% {:>6.0}%",
+            table.name,
+            table.bytes,
+            per_sample(table.bytes),
+            share(table.payload),
+            share(table.unused)
         );
     }
     let history_bytes: u64 = report
         .tables
         .iter()
-        .filter(|(name, _)| name.starts_with("hour_history"))
-        .map(|(_, bytes)| bytes)
+        .filter(|table| table.name.starts_with("hour_history"))
+        .map(|table| table.bytes)
         .sum();
     if report.history_rows > 0 {
         // Server-years of history held: hour rows over the hours of a year.

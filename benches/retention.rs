@@ -102,7 +102,8 @@ async fn run(dir: &std::path::Path, servers: usize, hours: i64) -> BenchResult<(
 
     // Retention sees the clock 7 days on: the first hour has expired.
     let now = START_MS + hours * HOUR_MS;
-    let expire_through = |hour: i64| Timestamp::from_millis(START_MS + hour * HOUR_MS + RETENTION_MS);
+    let expire_through =
+        |hour: i64| Timestamp::from_millis(START_MS + hour * HOUR_MS + RETENTION_MS);
     let started = Instant::now();
     let alone = store.apply_retention(expire_through(1)?).await?;
     print_retention("retention alone (hour 1)", &alone, started.elapsed());
@@ -254,7 +255,10 @@ fn print_ingest(what: &str, ingest: &Ingest) {
     let quantile = |q: f64| -> f64 {
         let last = ingest.latencies.len().saturating_sub(1);
         let at = ((last as f64) * q).round() as usize;
-        ingest.latencies.get(at).map_or(0.0, |&us| us as f64 / 1000.0)
+        ingest
+            .latencies
+            .get(at)
+            .map_or(0.0, |&us| us as f64 / 1000.0)
     };
     println!(
         "{what}: {} inserts in {:.1} s = {:.0}/s; latency ms p50 {:.2}, p99 {:.2}, max {:.2}",
