@@ -206,7 +206,8 @@ async fn ingest(
     let retention = match expire_at {
         Some(at) => {
             let pass_started = Instant::now();
-            let report = store.apply_retention(at).await;
+            // Paced, as the daemon's background task runs it.
+            let report = store.apply_retention_paced(at).await;
             let took = pass_started.elapsed();
             stop.store(true, Ordering::Relaxed);
             Some((report?, took))

@@ -354,6 +354,23 @@ impl Store {
     /// while the database is larger, and the servers left with nothing.
     /// The background task does the same every `retention_interval`.
     pub async fn apply_retention(&self, now: Timestamp) -> Result<RetentionReport, StoreError> {
+        self.run_retention(now, false).await
+    }
+
+    /// `apply_retention` as the background task runs it: pausing after each
+    /// batch as long as the batch took, so ingest keeps the writer.
+    pub async fn apply_retention_paced(
+        &self,
+        now: Timestamp,
+    ) -> Result<RetentionReport, StoreError> {
+        self.run_retention(now, true).await
+    }
+
+    async fn run_retention(
+        &self,
+        now: Timestamp,
+        paced: bool,
+    ) -> Result<RetentionReport, StoreError> {
         let policy = self.inner.policy;
         let cutoffs = Cutoffs::by_age(now, policy.retention_ms, policy.history_retention_ms);
         let writer = Arc::clone(&self.inner.writer);
@@ -363,7 +380,7 @@ impl Store {
             let retain_batch = |cutoffs| writer.retain_batch_blocking(cutoffs);
             let stop = background::Stop::default();
             let mut report = RetentionReport::default();
-            retention::run_pass(&retain_batch, cutoffs, &stop, &mut report, false)?;
+            retention::run_pass(&retain_batch, cutoffs, &stop, &mut report, paced)?;
             if let Some(limit) = policy.retention_size {
                 let conn = rusqlite::Connection::open(&path)?;
                 let over_size = retention::shrink(
@@ -373,7 +390,7 @@ impl Store {
                     retention::Shrink {
                         now,
                         limit,
-                        paced: false,
+                        paced,
                     },
                     &stop,
                     &mut report,
