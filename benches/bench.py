@@ -25,6 +25,7 @@ itself could not run.
 """
 
 import datetime
+import glob
 import json
 import os
 import random
@@ -324,6 +325,10 @@ def run_wrk(workdir, name, server, mode, mode_args, threads, conns, seconds, tim
     """Runs wrk with benches/wrk/bench.lua; returns its BENCH_RESULT plus the
     CPU time the server, wrk and everything else on the machine used."""
     markers = os.path.join(workdir, f"done-{name}")
+    # Markers left by an earlier run of the same name (A/B runs repeat
+    # names) would tell the threads that the others are done.
+    for stale in glob.glob(glob.escape(markers) + ".*"):
+        os.remove(stale)
     limit = seconds + 30
     argv = [
         "wrk", "-t", str(threads), "-c", str(conns), "-d", f"{limit}s",
