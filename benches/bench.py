@@ -13,6 +13,11 @@ Phases, all against 127.0.0.1 only:
      checks; peak RSS (VmHWM) and bytes on disk after each phase.
   4. a Markdown table on stdout and a JSON file (BENCH_OUT).
 
+With BENCH_AB="a=PATH,b=PATH" phase 3 runs for each daemon binary named,
+BENCH_AB_ROUNDS times (each round in the opposite order of the one before,
+so a drift in the machine's speed weighs on both alike), without the
+ceilings; the table then compares the builds.
+
 Exit status: 0 when every check passed (targets may be missed: FAIL marks in
 the table), 1 when a check failed (wrong answers, lost or extra samples,
 non-2xx answers, socket errors, the daemon exiting), 2 when the harness
@@ -20,6 +25,7 @@ itself could not run.
 """
 
 import datetime
+import glob
 import json
 import os
 import random
@@ -81,9 +87,22 @@ class Config:
             "BENCH_OUT", os.path.join(ROOT, "target", "bench", "results.json")
         )
         self.bin_dir = os.environ.get("BENCH_BIN_DIR", os.path.join(ROOT, "target", "release"))
+        self.ab = parse_ab(os.environ.get("BENCH_AB", ""))
+        self.ab_rounds = env_int("BENCH_AB_ROUNDS", 2)
 
     def as_dict(self):
         return {k: v for k, v in vars(self).items()}
+
+
+def parse_ab(value):
+    """BENCH_AB: `label=path` pairs, comma-separated, in the first round's order."""
+    builds = []
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        label, sep, path = part.partition("=")
+        if not sep or not label or not path:
+            sys.exit(f"bench: BENCH_AB wants label=path pairs separated by commas, got {part!r}")
+        builds.append((label, os.path.abspath(path)))
+    return builds
 
 
 class HarnessError(Exception):
@@ -306,6 +325,10 @@ def run_wrk(workdir, name, server, mode, mode_args, threads, conns, seconds, tim
     """Runs wrk with benches/wrk/bench.lua; returns its BENCH_RESULT plus the
     CPU time the server, wrk and everything else on the machine used."""
     markers = os.path.join(workdir, f"done-{name}")
+    # Markers left by an earlier run of the same name (A/B runs repeat
+    # names) would tell the threads that the others are done.
+    for stale in glob.glob(glob.escape(markers) + ".*"):
+        os.remove(stale)
     limit = seconds + 30
     argv = [
         "wrk", "-t", str(threads), "-c", str(conns), "-d", f"{limit}s",
@@ -425,6 +448,8 @@ class Bench:
                 capture_output=True, text=True, check=True,
             )
             self.log(f"  {sub} bodies: {out.stdout.strip()}")
+        if self.cfg.ab:
+            return
         db = os.path.join(self.dir, "insert-ceiling.db")
         out = subprocess.run(
             [ceiling, "insert", "--db", db, "--migrations", os.path.join(ROOT, "migrations"),
@@ -458,14 +483,15 @@ class Bench:
         finally:
             server.stop()
 
-    def daemon_phase(self):
+    def daemon_phase(self, binary=None, db_name="sperform.db"):
         cfg = self.cfg
-        self.log("daemon: target/release/sperform on a fresh database")
-        self.db = os.path.join(self.dir, "sperform.db")
+        binary = binary or self.binary("sperform")
+        self.log(f"daemon: {binary} on a fresh database")
+        self.db = os.path.join(self.dir, db_name)
         extra = {"ROCKET_DATABASE": self.db, "ROCKET_RETENTION": cfg.retention}
         if cfg.write_queue:
             extra["ROCKET_WRITE_QUEUE"] = cfg.write_queue
-        daemon = Server("daemon", [self.binary("sperform")], self.dir, extra)
+        daemon = Server("daemon", [binary], self.dir, extra)
         self.daemon = daemon
         try:
             self.record_phase("start")
@@ -506,6 +532,66 @@ class Bench:
                     f"the daemon exited with status {daemon.exit_status} when stopped with SIGTERM; "
                     f"its log ends: {daemon.log_tail()[-300:]!r}"
                 )
+
+    def ab_phase(self):
+        """Runs the daemon phase for each build of BENCH_AB, round after
+        round, reversing the order every round; keeps each run's figures."""
+        self.ab_runs = []
+        builds = list(self.cfg.ab)
+        for n in range(self.cfg.ab_rounds):
+            for label, binary in builds:
+                self.log(f"A/B round {n + 1}: {label}")
+                self.runs, self.phases = {}, []
+                self.expected_total, self.observed_total = 0, None
+                for data in (self.w1, self.rate):
+                    data.acked = set(range(data.files))
+                checks_before = len(self.checks)
+                db_name = f"ab-{n + 1}-{label}.db"
+                try:
+                    self.daemon_phase(binary, db_name)
+                finally:
+                    for suffix in ("", "-wal", "-shm"):
+                        path = os.path.join(self.dir, db_name + suffix)
+                        if os.path.exists(path):
+                            os.remove(path)
+                for check in self.checks[checks_before:]:
+                    check["check"] = f"{label} round {n + 1}: {check['check']}"
+                self.ab_runs.append({
+                    "label": label, "round": n + 1, "binary": binary,
+                    "figures": {row["key"]: row["value"] for row in self.rows() if row.get("key")},
+                    "runs": self.runs, "phases": self.phases,
+                })
+            builds.reverse()
+
+    def ab_table(self):
+        """One line per figure: each build's runs, their means, and the ratio
+        of the last build's mean to the first's."""
+        labels = [label for label, _ in self.cfg.ab]
+        figures = [
+            ("w1", "W1 backfill, samples/s", "{:,.0f}"),
+            ("w2", "W2 single samples, samples/s", "{:,.0f}"),
+            ("w2_p99", "W2 p99, ms", "{:,.2f}"),
+            ("w3", "W3 after W1 (1/min), queries/s", "{:,.0f}"),
+            ("w3_p99", "W3 after W1 p99, ms", "{:,.2f}"),
+            ("rate_backfill", "1/s backfill, samples/s", "{:,.0f}"),
+            ("w3_rate", "W3 at 1/s, queries/s", "{:,.0f}"),
+            ("w3_rate_p99", "W3 at 1/s p99, ms", "{:,.2f}"),
+            ("rss", "peak RSS, MiB", "{:,.1f}"),
+            ("bps", "bytes per sample", "{:,.1f}"),
+        ]
+        head = " | ".join(f"{label} (each round)" for label in labels)
+        lines = [f"| figure | {head} | {labels[-1]} / {labels[0]} (means) |",
+                 "|---|" + "---|" * len(labels) + "---|"]
+        for key, name, spec in figures:
+            cells, means = [], []
+            for label in labels:
+                values = [r["figures"].get(key) for r in getattr(self, "ab_runs", []) if r["label"] == label]
+                values = [v for v in values if v is not None]
+                cells.append(", ".join(spec.format(v) for v in values) or "—")
+                means.append(sum(values) / len(values) if values else None)
+            ratio = f"{means[-1] / means[0]:.2f}×" if means[0] and means[-1] is not None else "—"
+            lines.append(f"| {name} | {' | '.join(cells)} | {ratio} |")
+        return "\n".join(lines)
 
     def backfill(self, key, daemon, data, subdir):
         cfg = self.cfg
@@ -651,7 +737,7 @@ class Bench:
     def rows(self):
         r, ins = self.runs, self.insert_ceiling
 
-        def row(workload, figure, value, unit, target, ceiling, higher_is_better, fmt="{:,.0f}"):
+        def row(workload, figure, value, unit, target, ceiling, higher_is_better, fmt="{:,.0f}", key=None):
             if target is None:
                 verdict = "info"
             elif value is None:
@@ -662,7 +748,7 @@ class Bench:
             return {
                 "workload": workload, "figure": figure, "value": value, "unit": unit,
                 "target": target, "target_op": ">=" if higher_is_better else "<=",
-                "ceiling": ceiling, "ratio": ratio, "verdict": verdict, "fmt": fmt,
+                "ceiling": ceiling, "ratio": ratio, "verdict": verdict, "fmt": fmt, "key": key,
             }
 
         get = lambda key, field: r[key][field] if key in r else None
@@ -675,18 +761,18 @@ class Bench:
         return [
             row("load generator", "wrk → trivial GET /health, req/s", get("lg_ceiling", "rate"), "req/s", None, None, True),
             row("daemon GET /health", "req/s", get("daemon_health", "rate"), "req/s", None, get("lg_ceiling", "rate"), True),
-            row("W1 backfill", "samples/s (vs HTTP ceiling)", get("w1", "samples_s"), "samples/s", TARGET_W1_SAMPLES_S, get("ceiling_w1", "samples_s"), True),
+            row("W1 backfill", "samples/s (vs HTTP ceiling)", get("w1", "samples_s"), "samples/s", TARGET_W1_SAMPLES_S, get("ceiling_w1", "samples_s"), True, key="w1"),
             row("W1 backfill", "samples/s (vs SQLite insert ceiling)", get("w1", "samples_s"), "samples/s", TARGET_W1_SAMPLES_S, ins and ins["rows_per_s"], True),
-            row("W2 single samples", "samples/s", get("w2", "rate"), "samples/s", TARGET_W2_SAMPLES_S, get("ceiling_w2", "rate"), True),
-            row("W2 single samples", "p99 latency, ms", get("w2", "p99_ms"), "ms", TARGET_W2_P99_MS, get("ceiling_w2", "p99_ms"), False, ms),
+            row("W2 single samples", "samples/s", get("w2", "rate"), "samples/s", TARGET_W2_SAMPLES_S, get("ceiling_w2", "rate"), True, key="w2"),
+            row("W2 single samples", "p99 latency, ms", get("w2", "p99_ms"), "ms", TARGET_W2_P99_MS, get("ceiling_w2", "p99_ms"), False, ms, key="w2_p99"),
             row("W2 single samples", "errors", get("w2", "errors"), "", 0, None, False),
-            row("W3 load after W1", "queries/s", get("w3", "rate"), "queries/s", TARGET_W3_QUERIES_S, get("ceiling_w3", "rate"), True),
-            row("W3 load after W1", "p99 latency, ms", get("w3", "p99_ms"), "ms", TARGET_W3_P99_MS, get("ceiling_w3", "p99_ms"), False, ms),
-            row("1/s rate backfill", "samples/s", get("rate_backfill", "samples_s"), "samples/s", None, get("ceiling_w1", "samples_s"), True),
-            row("W3 load at 1/s rate", "queries/s", get("w3_rate", "rate"), "queries/s", TARGET_W3_QUERIES_S, get("ceiling_w3", "rate"), True),
-            row("W3 load at 1/s rate", "p99 latency, ms", get("w3_rate", "p99_ms"), "ms", TARGET_W3_P99_MS, get("ceiling_w3", "p99_ms"), False, ms),
-            row("memory", "daemon peak RSS (VmHWM), MiB", hwm and hwm / 1024, "MiB", TARGET_RSS_MIB, self.ceiling_rss_kib and self.ceiling_rss_kib / 1024, False, "{:,.1f}"),
-            row("disk", "(db + wal) bytes per sample", bps, "bytes", TARGET_BYTES_PER_SAMPLE, ceiling_bps, False, "{:,.1f}"),
+            row("W3 load after W1", "queries/s", get("w3", "rate"), "queries/s", TARGET_W3_QUERIES_S, get("ceiling_w3", "rate"), True, key="w3"),
+            row("W3 load after W1", "p99 latency, ms", get("w3", "p99_ms"), "ms", TARGET_W3_P99_MS, get("ceiling_w3", "p99_ms"), False, ms, key="w3_p99"),
+            row("1/s rate backfill", "samples/s", get("rate_backfill", "samples_s"), "samples/s", None, get("ceiling_w1", "samples_s"), True, key="rate_backfill"),
+            row("W3 load at 1/s rate", "queries/s", get("w3_rate", "rate"), "queries/s", TARGET_W3_QUERIES_S, get("ceiling_w3", "rate"), True, key="w3_rate"),
+            row("W3 load at 1/s rate", "p99 latency, ms", get("w3_rate", "p99_ms"), "ms", TARGET_W3_P99_MS, get("ceiling_w3", "p99_ms"), False, ms, key="w3_rate_p99"),
+            row("memory", "daemon peak RSS (VmHWM), MiB", hwm and hwm / 1024, "MiB", TARGET_RSS_MIB, self.ceiling_rss_kib and self.ceiling_rss_kib / 1024, False, "{:,.1f}", key="rss"),
+            row("disk", "(db + wal) bytes per sample", bps, "bytes", TARGET_BYTES_PER_SAMPLE, ceiling_bps, False, "{:,.1f}", key="bps"),
         ]
 
     def table(self, rows):
@@ -733,8 +819,11 @@ def main():
     failure = None
     try:
         bench.prepare()
-        bench.ceiling_phase()
-        bench.daemon_phase()
+        if cfg.ab:
+            bench.ab_phase()
+        else:
+            bench.ceiling_phase()
+            bench.daemon_phase()
     except (HarnessError, OSError, subprocess.CalledProcessError) as err:
         failure = f"{type(err).__name__}: {err}"
         daemon = getattr(bench, "daemon", None)
@@ -765,12 +854,13 @@ def main():
         "settle_s": bench.settles,
         "notes": bench.notes,
         "harness_error": failure,
+        "ab": getattr(bench, "ab_runs", None),
     }
     os.makedirs(os.path.dirname(os.path.abspath(cfg.out)), exist_ok=True)
     with open(cfg.out, "w") as f:
         json.dump(results, f, indent=2)
     print()
-    print(bench.table(rows))
+    print(bench.ab_table() if cfg.ab else bench.table(rows))
     print()
     print(f"checks: {len(bench.checks) - len(failed_checks)} of {len(bench.checks)} passed; "
           f"run took {elapsed:.0f} s; load average before {load_before[0]:.2f}; results in {cfg.out}")

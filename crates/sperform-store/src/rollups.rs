@@ -17,7 +17,7 @@
 //! are only a write buffer: answers always come from the tables, and on
 //! start-up the sums are recomputed from `samples`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rusqlite::{Connection, Transaction, params};
 
@@ -84,8 +84,16 @@ impl Sums {
 /// order so the upserts walk each table's pages in order.
 #[derive(Default)]
 pub struct RollupDelta {
-    minutes: BTreeMap<(i64, i64), Sums>,
-    hours: BTreeMap<(i64, i64), Sums>,
+    hours: BTreeMap<(i64, i64), HourDelta>,
+}
+
+/// One server-hour's sums, and its sums by minute: these are written only
+/// if the hour is dense, so they are kept as they come (one map entry per
+/// sample would cost more than the rest of the delta) and sorted at flush.
+#[derive(Default)]
+struct HourDelta {
+    sums: Sums,
+    minutes: Vec<(i64, Sums)>,
 }
 
 impl RollupDelta {
@@ -97,11 +105,12 @@ impl RollupDelta {
 
     fn add_minute(&mut self, server_id: i64, minute: i64, sums: &Sums) {
         let hour = minute - minute.rem_euclid(HOUR_MS);
-        self.minutes
-            .entry((server_id, minute))
-            .or_default()
-            .merge(sums);
-        self.hours.entry((server_id, hour)).or_default().merge(sums);
+        let delta = self.hours.entry((server_id, hour)).or_default();
+        delta.sums.merge(sums);
+        match delta.minutes.last_mut() {
+            Some((last, last_sums)) if *last == minute => last_sums.merge(sums),
+            _ => delta.minutes.push((minute, *sums)),
+        }
     }
 
     /// Writes the sums out and empties the delta. Hour rows go first:
@@ -111,24 +120,29 @@ impl RollupDelta {
     /// from its rolled-up samples; a sparse hour gets none.
     pub fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
         let hours = std::mem::take(&mut self.hours);
-        let minutes = std::mem::take(&mut self.minutes);
-        let mut dense = HashSet::new();
+        let mut dense_minutes = Vec::new();
         let mut became_dense = Vec::new();
         {
             let mut upsert = tx.prepare_cached(HOUR_UPSERT)?;
-            for ((server_id, hour), sums) in hours {
+            for ((server_id, hour), delta) in hours {
                 let total: i64 =
-                    upsert.query_row(row_params(server_id, hour, &sums), |row| row.get(0))?;
-                if total - sums.samples > MINUTE_ROWS_ABOVE {
-                    dense.insert((server_id, hour));
+                    upsert.query_row(row_params(server_id, hour, &delta.sums), |row| row.get(0))?;
+                if total - delta.sums.samples > MINUTE_ROWS_ABOVE {
+                    dense_minutes.push((server_id, delta.minutes));
                 } else if total > MINUTE_ROWS_ABOVE {
                     became_dense.push((server_id, hour));
                 }
             }
         }
         let mut upsert = tx.prepare_cached(MINUTE_UPSERT)?;
-        for ((server_id, minute), sums) in minutes {
-            if dense.contains(&(server_id, minute - minute.rem_euclid(HOUR_MS))) {
+        for (server_id, mut minutes) in dense_minutes {
+            // Stable, so equal minutes merge in the order they came.
+            minutes.sort_by_key(|(minute, _)| *minute);
+            let mut minutes = minutes.into_iter().peekable();
+            while let Some((minute, mut sums)) = minutes.next() {
+                while let Some((_, more)) = minutes.next_if(|(next, _)| *next == minute) {
+                    sums.merge(&more);
+                }
                 upsert.execute(row_params(server_id, minute, &sums))?;
             }
         }

@@ -402,8 +402,17 @@ fn run_transaction(state: &mut State, jobs: &mut [Job]) -> Result<(), StoreError
                 // otherwise jump between them at every row.
                 let mut in_key_order: Vec<&Sample> = samples.iter().collect();
                 in_key_order.sort_by(|a, b| (&a.server, a.time).cmp(&(&b.server, b.time)));
+                let mut insert = tx.prepare_cached(INSERT_SAMPLE)?;
+                // In key order a server's samples come together: its id is
+                // looked up once for all of them.
+                let mut last: Option<(&ServerName, i64)> = None;
                 for sample in in_key_order {
-                    let server_id = insert_sample(&tx, server_ids, unsealed.floor(), sample)?;
+                    let server_id = match last {
+                        Some((name, id)) if *name == sample.server => id,
+                        _ => server_ids.get_or_create(&tx, &sample.server, unsealed.floor())?,
+                    };
+                    last = Some((&sample.server, server_id));
+                    insert_sample(&tx, &mut insert, server_id, sample)?;
                     if sample.time.millis() < change.seal_of(unsealed, server_id) {
                         delta.add_sample(server_id, sample);
                     } else {
@@ -453,21 +462,22 @@ fn run_transaction(state: &mut State, jobs: &mut [Job]) -> Result<(), StoreError
     Ok(())
 }
 
-/// Inserts one sample; returns its server's id.
+/// A sample's row. It inserts nothing when the server already has a
+/// sample at that millisecond; `insert_sample` then stores it after that one.
+const INSERT_SAMPLE: &str = "INSERT INTO samples (server_id, time, seq, cpu, ram)
+     VALUES (?1, ?2, 0, ?3, ?4)
+     ON CONFLICT (server_id, time, seq) DO NOTHING";
+
+/// Inserts one sample of the server `server_id` with `insert`
+/// (`INSERT_SAMPLE`, prepared once per batch).
 fn insert_sample(
     tx: &Transaction<'_>,
-    server_ids: &mut ServerIds,
-    seal: i64,
+    insert: &mut rusqlite::Statement<'_>,
+    server_id: i64,
     sample: &Sample,
-) -> Result<i64, StoreError> {
-    let server_id = server_ids.get_or_create(tx, &sample.server, seal)?;
+) -> Result<(), StoreError> {
     let time = sample.time.millis();
-    let inserted = tx
-        .prepare_cached(
-            "INSERT INTO samples (server_id, time, seq, cpu, ram) VALUES (?1, ?2, 0, ?3, ?4)
-             ON CONFLICT (server_id, time, seq) DO NOTHING",
-        )?
-        .execute(params![server_id, time, sample.cpu, sample.ram])?;
+    let inserted = insert.execute(params![server_id, time, sample.cpu, sample.ram])?;
     if inserted == 0 {
         // Another sample of this server has the same millisecond: keep
         // both, told apart by the next free `seq`.
@@ -478,7 +488,7 @@ fn insert_sample(
         )?
         .execute(params![server_id, time, sample.cpu, sample.ram])?;
     }
-    Ok(server_id)
+    Ok(())
 }
 
 /// Server ids seen by the writer, so each sample does not look its name up.
