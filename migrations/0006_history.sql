@@ -32,12 +32,12 @@ INSERT INTO seal_floor (id, sealed_until)
 SELECT 1, coalesce(min(sealed_until), 0) FROM servers;
 
 -- A minute row earns its place only where it summarises many samples: an
--- hour keeps minute rows only when it holds more than 360 samples (6 a
+-- hour keeps minute rows only when it holds more than 120 samples (2 a
 -- minute on average). Sparser hours are read from `samples`.
 DELETE FROM minute_rollups
 WHERE (SELECT hour_rollups.samples FROM hour_rollups
        WHERE hour_rollups.server_id = minute_rollups.server_id
-         AND hour_rollups.hour = minute_rollups.minute - minute_rollups.minute % 3600000) <= 360;
+         AND hour_rollups.hour = minute_rollups.minute - minute_rollups.minute % 3600000) <= 120;
 
 -- For people at the sqlite3 prompt: every hour of every server, from the
 -- history and from the rollups of the raw samples still kept, with

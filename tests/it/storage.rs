@@ -975,8 +975,8 @@ async fn a_version_5_database_keeps_every_sample_and_answer_through_the_history_
     known.push(("dense-1", h0 + 3 * HOUR_MS + 10, 0, 3.25, 60.0));
     known.push(("dense-1", h0 + 3 * HOUR_MS + 20 * MINUTE_MS, 0, 4.75, 61.5));
     known.push(("dense-1", floor + 20_000, 0, 55.0, 45.0));
-    // db-1: an hour of exactly 360 samples, which is not dense.
-    for i in 0..360_i64 {
+    // db-1: an hour of exactly MINUTE_ROWS_ABOVE samples, which is not dense.
+    for i in 0..sperform::store::MINUTE_ROWS_ABOVE {
         let cpu = ((i * 53) % 997) as f64 / 10.0;
         known.push((
             "db-1",

@@ -387,11 +387,7 @@ impl Store {
                     &conn,
                     &retain_batch,
                     cutoffs,
-                    retention::Shrink {
-                        now,
-                        limit,
-                        paced,
-                    },
+                    retention::Shrink { now, limit, paced },
                     &stop,
                     &mut report,
                 )?;

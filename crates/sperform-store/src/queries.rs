@@ -219,6 +219,9 @@ macro_rules! raw_after_seal {
 /// row, never a scan of a dense hour's samples.
 macro_rules! raw_of_sparse_hours {
     ($width:literal, $from:literal) => {
+        // One bound on each side of `samples.time`, from the hour row: with
+        // two, SQLite seeks by one and filters by the other, and walked a
+        // dense hour's samples only to drop them.
         concat!(
             "SELECT (samples.time - :start) / ",
             $width,
@@ -226,17 +229,16 @@ macro_rules! raw_of_sparse_hours {
                     min(samples.cpu), max(samples.cpu), min(samples.ram), max(samples.ram)
              FROM hour_rollups CROSS JOIN samples
                  ON samples.server_id = hour_rollups.server_id
-                    AND samples.time >= hour_rollups.hour
-                    AND samples.time < hour_rollups.hour + 3600000
+                    AND samples.time >= max(hour_rollups.hour, ",
+            $from,
+            ")
+                    AND samples.time < min(hour_rollups.hour + 3600000, :rolled_up)
              WHERE hour_rollups.server_id = :server
                AND hour_rollups.hour > ",
             $from,
             " - 3600000
                AND hour_rollups.hour < :rolled_up
                AND hour_rollups.samples <= :sparse
-               AND samples.time >= ",
-            $from,
-            " AND samples.time < :rolled_up
              GROUP BY bucket"
         )
     };

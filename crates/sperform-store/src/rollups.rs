@@ -155,13 +155,15 @@ impl RollupDelta {
 }
 
 /// An hour keeps a row per minute in `minute_rollups` only while its hour
-/// row counts more than this many samples (6 a minute on average). Below
+/// row counts more than this many samples (2 a minute on average). Below
 /// that a minute row would hold few samples and cost more than it saves:
 /// at one sample a minute it is a second row as large as the sample. So
 /// readers take the minutes of a sparse hour from `samples` (at most this
-/// many rows), and those of a dense hour from `minute_rollups`. Migration
-/// 0006 writes the same number.
-pub const MINUTE_ROWS_ABOVE: i64 = 360;
+/// many rows), and those of a dense hour from `minute_rollups`. Kept low
+/// because every hour starts sparse: at one sample a second an hour reads
+/// its samples for its first two minutes. Migration 0006 writes the same
+/// number.
+pub const MINUTE_ROWS_ABOVE: i64 = 120;
 
 /// Every minute row of one server's hour (`?1`, from `?2` to `?3`), summed
 /// from the samples that are rolled up: those before the server's seal as
