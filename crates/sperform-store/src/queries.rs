@@ -215,8 +215,10 @@ macro_rules! raw_after_seal {
 }
 
 /// Raw samples of sparse hours (no minute rows, see rollups.rs) from
-/// `$from` to `rolled_up`, by bucket of `$width`: one seek per sparse hour
-/// row, never a scan of a dense hour's samples.
+/// `$from` to `rolled_up`, one row each with its bucket of `$width`: one
+/// seek per sparse hour row, never a scan of a dense hour's samples. They
+/// come in time order and `buckets` adds them up, which costs less than
+/// SQLite's sorting them for a GROUP BY.
 macro_rules! raw_of_sparse_hours {
     ($width:literal, $from:literal) => {
         // One bound on each side of `samples.time`, from the hour row: with
@@ -225,8 +227,8 @@ macro_rules! raw_of_sparse_hours {
         concat!(
             "SELECT (samples.time - :start) / ",
             $width,
-            " AS bucket, count(*), total(samples.cpu), total(samples.ram),
-                    min(samples.cpu), max(samples.cpu), min(samples.ram), max(samples.ram)
+            ", 1, samples.cpu, samples.ram, samples.cpu, samples.cpu, samples.ram,
+                    samples.ram
              FROM hour_rollups CROSS JOIN samples
                  ON samples.server_id = hour_rollups.server_id
                     AND samples.time >= max(hour_rollups.hour, ",
@@ -238,8 +240,7 @@ macro_rules! raw_of_sparse_hours {
             $from,
             " - 3600000
                AND hour_rollups.hour < :rolled_up
-               AND hour_rollups.samples <= :sparse
-             GROUP BY bucket"
+               AND hour_rollups.samples <= :sparse"
         )
     };
 }
