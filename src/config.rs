@@ -497,7 +497,7 @@ pub fn format_days(duration: Duration) -> String {
     const DAY: u64 = 24 * 3600;
     let seconds = duration.as_secs();
     match seconds / DAY {
-        days if days > 1 && seconds % DAY == 0 && duration.subsec_nanos() == 0 => {
+        days if days > 1 && seconds.is_multiple_of(DAY) && duration.subsec_nanos() == 0 => {
             format!("{days}days")
         }
         _ => humantime::format_duration(duration).to_string(),
