@@ -30,7 +30,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::StoreError;
 use super::background::{Background, Stop};
-use super::rollups::seal_floor;
+use super::rollups::{add_rollup_row, seal_floor};
 use crate::clock::Clock;
 use crate::model::{HOUR_MS, Timestamp};
 
@@ -199,20 +199,14 @@ fn expire_hour(
     keep: bool,
 ) -> Result<u64, StoreError> {
     if keep {
-        tx.prepare_cached(
+        tx.prepare_cached(concat!(
             "INSERT INTO hour_history
                  (server_id, hour, samples, cpu_sum, ram_sum, cpu_min, cpu_max, ram_min, ram_max)
              SELECT server_id, hour, samples, cpu_sum, ram_sum, cpu_min, cpu_max, ram_min, ram_max
              FROM hour_rollups WHERE server_id = ?1 AND hour = ?2
-             ON CONFLICT (server_id, hour) DO UPDATE SET
-                 samples = samples + excluded.samples,
-                 cpu_sum = cpu_sum + excluded.cpu_sum,
-                 ram_sum = ram_sum + excluded.ram_sum,
-                 cpu_min = min(coalesce(cpu_min, cpu_sum), coalesce(excluded.cpu_min, excluded.cpu_sum)),
-                 cpu_max = max(coalesce(cpu_max, cpu_sum), coalesce(excluded.cpu_max, excluded.cpu_sum)),
-                 ram_min = min(coalesce(ram_min, ram_sum), coalesce(excluded.ram_min, excluded.ram_sum)),
-                 ram_max = max(coalesce(ram_max, ram_sum), coalesce(excluded.ram_max, excluded.ram_sum))",
-        )?
+             ON CONFLICT (server_id, hour) DO UPDATE SET ",
+            add_rollup_row!()
+        ))?
         .execute([server_id, hour])?;
     }
     let end = hour + HOUR_MS;

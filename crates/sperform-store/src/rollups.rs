@@ -201,31 +201,40 @@ fn row_params(server_id: i64, bucket: i64, sums: &Sums) -> impl rusqlite::Params
 // of a server reporting once a minute): they are then its sums, and take no
 // space. Readers and the upserts below read them with `coalesce(cpu_min,
 // cpu_sum)` and so on.
-const MINUTE_UPSERT: &str = "INSERT INTO minute_rollups
+/// The `SET` clause that adds a rollup row (`excluded`) to the stored row
+/// of the same bucket: counts and sums add up, extremes are the extremes
+/// of both. The rollup upserts here and retention's move of an hour row to
+/// the history share it.
+macro_rules! add_rollup_row {
+    () => {
+        "samples = samples + excluded.samples,
+         cpu_sum = cpu_sum + excluded.cpu_sum,
+         ram_sum = ram_sum + excluded.ram_sum,
+         cpu_min = min(coalesce(cpu_min, cpu_sum), coalesce(excluded.cpu_min, excluded.cpu_sum)),
+         cpu_max = max(coalesce(cpu_max, cpu_sum), coalesce(excluded.cpu_max, excluded.cpu_sum)),
+         ram_min = min(coalesce(ram_min, ram_sum), coalesce(excluded.ram_min, excluded.ram_sum)),
+         ram_max = max(coalesce(ram_max, ram_sum), coalesce(excluded.ram_max, excluded.ram_sum))"
+    };
+}
+pub(crate) use add_rollup_row;
+
+const MINUTE_UPSERT: &str = concat!(
+    "INSERT INTO minute_rollups
          (server_id, minute, samples, cpu_sum, ram_sum, cpu_min, cpu_max, ram_min, ram_max)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-     ON CONFLICT (server_id, minute) DO UPDATE SET
-         samples = samples + excluded.samples,
-         cpu_sum = cpu_sum + excluded.cpu_sum,
-         ram_sum = ram_sum + excluded.ram_sum,
-         cpu_min = min(coalesce(cpu_min, cpu_sum), coalesce(excluded.cpu_min, excluded.cpu_sum)),
-         cpu_max = max(coalesce(cpu_max, cpu_sum), coalesce(excluded.cpu_max, excluded.cpu_sum)),
-         ram_min = min(coalesce(ram_min, ram_sum), coalesce(excluded.ram_min, excluded.ram_sum)),
-         ram_max = max(coalesce(ram_max, ram_sum), coalesce(excluded.ram_max, excluded.ram_sum))";
+     ON CONFLICT (server_id, minute) DO UPDATE SET ",
+    add_rollup_row!()
+);
 
 /// The hour row's upsert answers the row's new sample count.
-const HOUR_UPSERT: &str = "INSERT INTO hour_rollups
+const HOUR_UPSERT: &str = concat!(
+    "INSERT INTO hour_rollups
          (server_id, hour, samples, cpu_sum, ram_sum, cpu_min, cpu_max, ram_min, ram_max)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-     ON CONFLICT (server_id, hour) DO UPDATE SET
-         samples = samples + excluded.samples,
-         cpu_sum = cpu_sum + excluded.cpu_sum,
-         ram_sum = ram_sum + excluded.ram_sum,
-         cpu_min = min(coalesce(cpu_min, cpu_sum), coalesce(excluded.cpu_min, excluded.cpu_sum)),
-         cpu_max = max(coalesce(cpu_max, cpu_sum), coalesce(excluded.cpu_max, excluded.cpu_sum)),
-         ram_min = min(coalesce(ram_min, ram_sum), coalesce(excluded.ram_min, excluded.ram_sum)),
-         ram_max = max(coalesce(ram_max, ram_sum), coalesce(excluded.ram_max, excluded.ram_sum))
-     RETURNING samples";
+     ON CONFLICT (server_id, hour) DO UPDATE SET ",
+    add_rollup_row!(),
+    " RETURNING samples"
+);
 
 /// Servers sealed in one transaction at most while requests wait on it:
 /// each moves its ended minutes into the rollups (two row writes).
