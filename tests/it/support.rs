@@ -52,14 +52,7 @@ impl TestApp {
     pub fn with_clock(clock: ManualClock, adjust: impl FnOnce(Figment) -> Figment) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let db_path = dir.path().join("sperform.db");
-        let figment = adjust(figment_for(&db_path));
-        let rocket = sperform::build_with_clock(figment, Clock::from(clock.clone())).unwrap();
-        TestApp {
-            client: Client::untracked(rocket).unwrap(),
-            db_path,
-            clock,
-            _dir: dir,
-        }
+        Self::reopen(dir, db_path, clock, adjust)
     }
 
     /// Stops the daemon's store (committing what is queued) and hands back
@@ -76,7 +69,8 @@ impl TestApp {
         (_dir, db_path)
     }
 
-    /// A daemon on a database another `TestApp` left, with `clock`.
+    /// A daemon on the database `db_path` in `dir` (new, or one another
+    /// `TestApp` left), with `clock`.
     pub fn reopen(
         dir: TempDir,
         db_path: PathBuf,
